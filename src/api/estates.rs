@@ -1,0 +1,309 @@
+//! `/estates`: CRUD and listing of the caller's company's estates.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use uuid::Uuid;
+
+use super::listing::links;
+use super::problem::ErrorResponse;
+use super::security::BearerAuth;
+use super::{ApiState, ApiTags};
+use crate::domain::estates::{
+    self, DEFAULT_ORDERING, Estate, EstateFilter, EstatePatch, EstateStatus, NewEstate,
+    ORDERING_FIELDS, PatchField,
+};
+use crate::domain::listing::{Ordering, PageRequest, parse_ids};
+use crate::error::{AppError, FieldErrors};
+
+pub struct EstatesApi;
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum EstateStatusBody {
+    Planning,
+    Active,
+    SoldOut,
+    Archived,
+}
+
+impl From<EstateStatus> for EstateStatusBody {
+    fn from(s: EstateStatus) -> Self {
+        match s {
+            EstateStatus::Planning => Self::Planning,
+            EstateStatus::Active => Self::Active,
+            EstateStatus::SoldOut => Self::SoldOut,
+            EstateStatus::Archived => Self::Archived,
+        }
+    }
+}
+
+#[derive(Object)]
+#[oai(rename = "Estate")]
+pub struct EstateBody {
+    pub id: Uuid,
+    pub name: String,
+    pub location: String,
+    pub description: String,
+    pub status: EstateStatusBody,
+    /// The user who created the estate.
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Estate> for EstateBody {
+    fn from(e: Estate) -> Self {
+        EstateBody {
+            id: e.id,
+            name: e.name,
+            location: e.location,
+            description: e.description,
+            status: e.status.into(),
+            created_by: e.created_by,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateEstate {
+    /// 1–200 characters. Required.
+    pub name: Option<String>,
+    /// Up to 300 characters.
+    pub location: Option<String>,
+    /// Up to 5000 characters.
+    pub description: Option<String>,
+    /// `planning` (default), `active`, `sold_out` or `archived`.
+    pub status: Option<String>,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateEstate {
+    /// 1–200 characters; may not be null.
+    pub name: MaybeUndefined<String>,
+    /// Up to 300 characters; null clears it.
+    pub location: MaybeUndefined<String>,
+    /// Up to 5000 characters; null clears it.
+    pub description: MaybeUndefined<String>,
+    /// `planning`, `active`, `sold_out` or `archived`; may not be null.
+    pub status: MaybeUndefined<String>,
+}
+
+fn patch_field(f: &MaybeUndefined<String>) -> PatchField<'_> {
+    match f {
+        MaybeUndefined::Undefined => PatchField::Absent,
+        MaybeUndefined::Null => PatchField::Null,
+        MaybeUndefined::Value(v) => PatchField::Value(v),
+    }
+}
+
+#[derive(Object)]
+pub struct EstatePage {
+    /// Estates matching the filters, across all pages.
+    pub count: i64,
+    /// The next page's URL, or null on the last page.
+    pub next: Option<String>,
+    /// The previous page's URL, or null on the first page.
+    pub previous: Option<String>,
+    pub results: Vec<EstateBody>,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedEstate {
+    /// The estate was created.
+    #[oai(status = 201)]
+    Created(Json<EstateBody>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeletedEstate {
+    /// The estate was deleted.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+fn parse_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
+    raw.map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| "must be an RFC 3339 timestamp, e.g. 2026-01-31T00:00:00Z".to_string())
+    })
+    .transpose()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_filter(
+    page: Option<i64>,
+    page_size: Option<i64>,
+    search: Option<String>,
+    ordering: Option<String>,
+    status: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    ids: Option<String>,
+) -> Result<EstateFilter, AppError> {
+    let mut errors = FieldErrors::default();
+    let page = errors.check("page", PageRequest::parse_page(page));
+    let page_size = errors.check("page_size", PageRequest::parse_page_size(page_size));
+    let ordering = errors.check(
+        "ordering",
+        Ordering::parse(ordering.as_deref(), &ORDERING_FIELDS, DEFAULT_ORDERING),
+    );
+    let status = errors.check("status", status.as_deref().map(EstateStatus::parse).transpose());
+    let created_after = errors.check("created_after", parse_time(created_after.as_deref()));
+    let created_before = errors.check("created_before", parse_time(created_before.as_deref()));
+    let ids = errors.check("ids", ids.as_deref().map(parse_ids).transpose());
+    let search = search.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+        errors.add("search", "must be at most 200 characters");
+    }
+    errors.finish(|| {
+        Some(EstateFilter {
+            search,
+            status: status?,
+            created_after: created_after?,
+            created_before: created_before?,
+            ids: ids?,
+            ordering: ordering?,
+            page: PageRequest {
+                page: page?,
+                page_size: page_size?,
+            },
+        })
+    })
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Estates")]
+impl EstatesApi {
+    /// List estates.
+    ///
+    /// Filters combine with AND. `search` is full-text over name, location and
+    /// description. `ordering` is one of name, location, status, created_at, updated_at,
+    /// with `-` for descending (default `-created_at`).
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/estates", method = "get")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Page number, from 1.
+        page: Query<Option<i64>>,
+        /// Results per page, 1–100 (default 20).
+        page_size: Query<Option<i64>>,
+        /// Full-text search over name, location and description.
+        search: Query<Option<String>>,
+        /// Field to order by, `-field` for descending.
+        ordering: Query<Option<String>>,
+        /// Only estates with this status.
+        status: Query<Option<String>>,
+        /// Only estates created at or after this RFC 3339 time.
+        created_after: Query<Option<String>>,
+        /// Only estates created before this RFC 3339 time.
+        created_before: Query<Option<String>>,
+        /// Only these ids (comma-separated, at most 100).
+        ids: Query<Option<String>>,
+    ) -> Result<Json<EstatePage>, ErrorResponse> {
+        let filter = parse_filter(
+            page.0,
+            page_size.0,
+            search.0,
+            ordering.0,
+            status.0,
+            created_after.0,
+            created_before.0,
+            ids.0,
+        )?;
+        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let page = estates::list(&mut tx, &filter).await?;
+        tx.commit().await?;
+        let (next, previous) = links(req, &page);
+        Ok(Json(EstatePage {
+            count: page.count,
+            next,
+            previous,
+            results: page.results.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// Create an estate. Viewers may not.
+    #[oai(path = "/estates", method = "post")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        body: Json<CreateEstate>,
+    ) -> Result<CreatedEstate, ErrorResponse> {
+        let b = body.0;
+        let new = NewEstate::parse(
+            b.name.as_deref(),
+            b.location.as_deref(),
+            b.description.as_deref(),
+            b.status.as_deref(),
+        )?;
+        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let estate = estates::create(&mut tx, &auth.0, new).await?;
+        tx.commit().await?;
+        Ok(CreatedEstate::Created(Json(estate.into())))
+    }
+
+    /// Get one estate. Another company's estate id answers 404, like a missing one.
+    #[oai(path = "/estates/:id", method = "get")]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<EstateBody>, ErrorResponse> {
+        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let estate = estates::get(&mut tx, id.0).await?;
+        tx.commit().await?;
+        Ok(Json(estate.into()))
+    }
+
+    /// Change an estate. Members may change only estates they created.
+    #[oai(path = "/estates/:id", method = "patch")]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+        body: Json<UpdateEstate>,
+    ) -> Result<Json<EstateBody>, ErrorResponse> {
+        let b = body.0;
+        let patch = EstatePatch::parse(
+            patch_field(&b.name),
+            patch_field(&b.location),
+            patch_field(&b.description),
+            patch_field(&b.status),
+        )?;
+        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let estate = estates::update(&mut tx, &auth.0, id.0, patch).await?;
+        tx.commit().await?;
+        Ok(Json(estate.into()))
+    }
+
+    /// Delete an estate. Members may delete only estates they created.
+    #[oai(path = "/estates/:id", method = "delete")]
+    async fn delete(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+    ) -> Result<DeletedEstate, ErrorResponse> {
+        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        estates::delete(&mut tx, &auth.0, id.0).await?;
+        tx.commit().await?;
+        Ok(DeletedEstate::Deleted)
+    }
+}

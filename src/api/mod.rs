@@ -1,0 +1,71 @@
+//! The HTTP layer: parse requests, call the domain, map errors. Every endpoint goes through
+//! poem-openapi so the OpenAPI document is generated from the code.
+
+pub mod auth;
+pub mod estates;
+pub mod health;
+pub mod listing;
+pub mod middleware;
+pub mod problem;
+pub mod security;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::auth::jwt::JwtKeys;
+use crate::db::Db;
+
+/// Largest request body accepted; bigger ones answer 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What handlers share.
+pub struct ApiState {
+    pub db: Db,
+    pub jwt: JwtKeys,
+    pub redis: redis::Client,
+}
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Process and dependency health
+    Health,
+    /// Registration, login and tokens
+    Auth,
+    /// Estates of the caller's company
+    Estates,
+}
+
+pub type Apis = (health::HealthApi, auth::AuthApi, estates::EstatesApi);
+
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (health::HealthApi, auth::AuthApi, estates::EstatesApi),
+        "Estate API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Multi-tenant API for real-estate companies. Each company's data lives in its own \
+         PostgreSQL schema; the tenant of a request comes only from its credential. Errors \
+         are application/problem+json (RFC 9457).",
+    )
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and printed by `estate openapi`.
+pub fn openapi_json() -> String {
+    openapi_service().spec()
+}
+
+pub fn routes(state: Arc<ApiState>) -> impl Endpoint {
+    let api = openapi_service();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .data(state)
+        .catch_all_error(problem::into_problem)
+        .around(middleware::request_context)
+}

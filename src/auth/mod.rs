@@ -1,0 +1,63 @@
+//! Who is calling: credentials in, a [`Principal`] out (SPEC §3).
+//!
+//! The principal's company comes from the credential alone; nothing a request says can
+//! point it at another tenant.
+
+pub mod jwt;
+pub mod password;
+pub mod session;
+pub mod throttle;
+
+use uuid::Uuid;
+
+use crate::db::tenancy::CompanyId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    /// Viewers may only read.
+    pub fn can_write(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Admins and owners may change anything in their company, whoever created it.
+    pub fn can_change_others_work(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub company: CompanyId,
+    pub role: Role,
+    /// The access token's id, so logout can revoke exactly this token.
+    pub jti: Uuid,
+    pub token_expires_at: i64,
+}

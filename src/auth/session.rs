@@ -1,0 +1,230 @@
+//! Login, refresh-token rotation, logout, and checking an access token on each request.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
+use super::throttle::{self, LoginKeys};
+use super::{Principal, Role, password};
+use crate::db::Db;
+use crate::db::tenancy::CompanyId;
+use crate::error::AppError;
+
+pub const REFRESH_TOKEN_TTL_DAYS: i32 = 30;
+
+/// The same answer for an unknown e-mail, a wrong password and an inactive user, so the
+/// response does not tell which accounts exist.
+const BAD_CREDENTIALS: &str = "invalid email or password";
+
+/// Tokens handed to a client after login, registration or refresh.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+}
+
+fn refresh_token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Issues an access token and a new refresh token of `family` (a new family when `None`,
+/// i.e. on login), storing only the refresh token's hash.
+pub async fn issue(
+    client: &impl GenericClient,
+    keys: &JwtKeys,
+    user: Uuid,
+    company: CompanyId,
+    role: Role,
+    family: Option<Uuid>,
+) -> Result<Session, AppError> {
+    let (access_token, _) = keys.issue(user, company.0, role.as_str())?;
+    let secret: [u8; 32] = rand::random();
+    let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    client
+        .execute(
+            "INSERT INTO refresh_tokens (id, family_id, user_id, company_id, token_hash, expires_at)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6))",
+            &[
+                &Uuid::now_v7(),
+                &family.unwrap_or_else(Uuid::now_v7),
+                &user,
+                &company.0,
+                &refresh_token_hash(&refresh_token),
+                &REFRESH_TOKEN_TTL_DAYS,
+            ],
+        )
+        .await?;
+    Ok(Session {
+        access_token,
+        refresh_token,
+        expires_in: ACCESS_TOKEN_TTL_SECS,
+    })
+}
+
+pub async fn login(
+    db: &Db,
+    keys: &JwtKeys,
+    email: &str,
+    password: String,
+    address: Option<IpAddr>,
+) -> Result<Session, AppError> {
+    let conn = db.shared().await?;
+    let throttle_keys = LoginKeys::new(email, address);
+    throttle::check(&conn, &throttle_keys).await?;
+
+    let row = conn
+        .query_opt(
+            "SELECT u.id, u.company_id, u.role, u.password_hash, u.is_active, c.status
+             FROM users u JOIN companies c ON c.id = u.company_id
+             WHERE lower(u.email) = lower($1)",
+            &[&email],
+        )
+        .await?;
+    let stored_hash = row.as_ref().map(|r| r.get::<_, String>(3));
+    let password_ok = password::verify(password, stored_hash).await;
+    let account = row.filter(|r| {
+        password_ok && r.get::<_, bool>(4) && r.get::<_, &str>(5) != "deleted"
+    });
+    let Some(account) = account else {
+        throttle::record_failure(&conn, &throttle_keys).await?;
+        return Err(AppError::Unauthorized(BAD_CREDENTIALS));
+    };
+    throttle::clear_account(&conn, &throttle_keys).await?;
+    let role = Role::parse(account.get(2))
+        .ok_or_else(|| AppError::Internal("user with an unknown role".into()))?;
+    issue(&conn, keys, account.get(0), CompanyId(account.get(1)), role, None).await
+}
+
+/// Rotates a refresh token. A token that was already rotated is being replayed, by its
+/// owner or by a thief; since we cannot tell which, the whole family is revoked.
+pub async fn refresh(db: &Db, keys: &JwtKeys, token: &str) -> Result<Session, AppError> {
+    let mut conn = db.shared().await?;
+    let tx = conn.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT t.id, t.family_id, t.user_id, t.company_id,
+                    t.expires_at < now(), t.rotated_at IS NOT NULL, t.revoked_at IS NOT NULL,
+                    u.role, u.is_active, c.status
+             FROM refresh_tokens t
+             JOIN users u ON u.id = t.user_id
+             JOIN companies c ON c.id = t.company_id
+             WHERE t.token_hash = $1
+             FOR UPDATE OF t",
+            &[&refresh_token_hash(token)],
+        )
+        .await?
+    else {
+        return Err(AppError::Unauthorized("the refresh token is not valid"));
+    };
+    let family: Uuid = row.get(1);
+    if row.get::<_, bool>(6) {
+        return Err(AppError::Unauthorized("the refresh token has been revoked"));
+    }
+    if row.get::<_, bool>(5) {
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+            &[&family],
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(AppError::Unauthorized(
+            "the refresh token was already used; every token of this login is now revoked",
+        ));
+    }
+    if row.get::<_, bool>(4) {
+        return Err(AppError::Unauthorized("the refresh token has expired"));
+    }
+    if !row.get::<_, bool>(8) || row.get::<_, &str>(9) == "deleted" {
+        return Err(AppError::Unauthorized("the account is not active"));
+    }
+    let role = Role::parse(row.get(7))
+        .ok_or_else(|| AppError::Internal("user with an unknown role".into()))?;
+    tx.execute(
+        "UPDATE refresh_tokens SET rotated_at = now() WHERE id = $1",
+        &[&row.get::<_, Uuid>(0)],
+    )
+    .await?;
+    let session = issue(&tx, keys, row.get(2), CompanyId(row.get(3)), role, Some(family)).await?;
+    tx.commit().await?;
+    Ok(session)
+}
+
+/// Revokes the caller's access token until it expires and, when given, its refresh token.
+pub async fn logout(db: &Db, principal: &Principal, refresh_token: Option<&str>) -> Result<(), AppError> {
+    let mut conn = db.shared().await?;
+    let tx = conn.transaction().await?;
+    tx.execute(
+        "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, to_timestamp($2))
+         ON CONFLICT (jti) DO NOTHING",
+        &[&principal.jti, &(principal.token_expires_at as f64)],
+    )
+    .await?;
+    if let Some(token) = refresh_token {
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked_at = now()
+             WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL",
+            &[&refresh_token_hash(token), &principal.user_id],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Turns a bearer token into a principal. The signature proves who issued the token; the
+/// database says whether it still counts: revoked by logout, user deactivated, company
+/// suspended or deleted. `read_only` tells whether the request only reads, since a
+/// suspended company's owner may still read.
+pub async fn authenticate(
+    db: &Db,
+    keys: &JwtKeys,
+    token: &str,
+    read_only: bool,
+) -> Result<Principal, AppError> {
+    let claims = keys.verify(token)?;
+    let conn = db.shared().await?;
+    let row = conn
+        .query_opt(
+            "SELECT u.role, u.is_active, c.status,
+                    EXISTS (SELECT 1 FROM revoked_access_tokens r WHERE r.jti = $3)
+             FROM users u JOIN companies c ON c.id = u.company_id
+             WHERE u.id = $1 AND u.company_id = $2",
+            &[&claims.sub, &claims.tid, &claims.jti],
+        )
+        .await?;
+    drop(conn);
+    let Some(row) = row else {
+        return Err(AppError::Unauthorized("the access token is not valid"));
+    };
+    if row.get::<_, bool>(3) {
+        return Err(AppError::Unauthorized("the access token has been revoked"));
+    }
+    if !row.get::<_, bool>(1) {
+        return Err(AppError::Unauthorized("the account is not active"));
+    }
+    // The role is read from the database, not the token: a demotion applies at once.
+    let role = Role::parse(row.get(0))
+        .ok_or_else(|| AppError::Internal("user with an unknown role".into()))?;
+    match row.get::<_, &str>(2) {
+        "active" => {}
+        "suspended" if read_only && role == Role::Owner => {}
+        "suspended" => {
+            return Err(AppError::Forbidden(
+                "the company is suspended; only its owner may read its data".into(),
+            ));
+        }
+        _ => return Err(AppError::Unauthorized("the company no longer exists")),
+    }
+    Ok(Principal {
+        user_id: claims.sub,
+        company: CompanyId(claims.tid),
+        role,
+        jti: claims.jti,
+        token_expires_at: claims.exp,
+    })
+}

@@ -1,0 +1,261 @@
+//! Configuration, read once at start from the environment (and an optional `.env`).
+//!
+//! Every setting has a default that works on a developer machine (SPEC §1). A missing or
+//! malformed value stops the process with one line naming the variable; secrets are kept
+//! in [`Secret`] so that no `Debug` or log line can print them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::db::tenancy::TenantNaming;
+
+/// A value that must never be printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub database_url: Secret,
+    pub database_pool_size: usize,
+    pub redis_url: Secret,
+    pub bind_addr: SocketAddr,
+    pub jwt_secret: JwtSecret,
+    pub tenant_role_login: bool,
+    pub log_format: LogFormat,
+    pub tenancy: TenantNaming,
+}
+
+/// Where the JWT signing key came from, so start-up can warn about a throwaway one.
+#[derive(Debug, Clone)]
+pub enum JwtSecret {
+    Configured(Secret),
+    /// Development only: made up at start, so tokens do not survive a restart.
+    Ephemeral(Secret),
+}
+
+impl JwtSecret {
+    pub fn secret(&self) -> &Secret {
+        match self {
+            JwtSecret::Configured(s) | JwtSecret::Ephemeral(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration error: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn invalid(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads the process environment, after loading `.env` if there is one.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is worth stopping for.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(invalid(".env", e.to_string()));
+        }
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Builds the configuration from a map of variables; separate from [`Config::from_env`]
+    /// so that parsing can be tested without touching the process environment.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let app_env = match get("APP_ENV").unwrap_or("development") {
+            "development" | "dev" | "test" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                return Err(invalid(
+                    "APP_ENV",
+                    format!("expected `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+
+        let database_url =
+            get("DATABASE_URL").unwrap_or("postgres://postgres@127.0.0.1:5432/estate");
+        let pg: tokio_postgres::Config = database_url
+            .parse()
+            .map_err(|e| invalid("DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        let database = pg
+            .get_dbname()
+            .ok_or_else(|| invalid("DATABASE_URL", "names no database"))?;
+        let tenancy = TenantNaming::for_database(database)
+            .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
+
+        let database_pool_size = match get("DATABASE_POOL_SIZE") {
+            None => 16,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| invalid("DATABASE_POOL_SIZE", "expected a number from 1 to 1000"))?,
+        };
+
+        let redis_url = get("REDIS_URL").unwrap_or("redis://127.0.0.1:6379");
+        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+            return Err(invalid("REDIS_URL", "expected a redis:// or rediss:// URL"));
+        }
+
+        let bind_addr = get("BIND_ADDR")
+            .unwrap_or("127.0.0.1:8080")
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("BIND_ADDR", "expected host:port, e.g. 127.0.0.1:8080"))?;
+
+        let jwt_secret = match get("JWT_SECRET") {
+            Some(s) if s.len() >= MIN_JWT_SECRET_BYTES => JwtSecret::Configured(Secret::new(s)),
+            Some(_) => {
+                return Err(invalid(
+                    "JWT_SECRET",
+                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                ));
+            }
+            None if app_env == AppEnv::Production => {
+                return Err(invalid("JWT_SECRET", "is required when APP_ENV=production"));
+            }
+            None => JwtSecret::Ephemeral(Secret::new(random_secret())),
+        };
+
+        let tenant_role_login = parse_bool(get("TENANT_ROLE_LOGIN"), false)
+            .ok_or_else(|| invalid("TENANT_ROLE_LOGIN", "expected true or false"))?;
+
+        let log_format = match get("LOG_FORMAT") {
+            None if app_env == AppEnv::Production => LogFormat::Json,
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(invalid("LOG_FORMAT", "expected `pretty` or `json`")),
+        };
+
+        Ok(Config {
+            app_env,
+            database_url: Secret::new(database_url),
+            database_pool_size,
+            redis_url: Secret::new(redis_url),
+            bind_addr,
+            jwt_secret,
+            tenant_role_login,
+            log_format,
+            tenancy: tenancy.with_login(tenant_role_login),
+        })
+    }
+}
+
+fn parse_bool(value: Option<&str>, default: bool) -> Option<bool> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None => Some(default),
+        Some("true" | "1" | "yes" | "on") => Some(true),
+        Some("false" | "0" | "no" | "off") => Some(false),
+        Some(_) => None,
+    }
+}
+
+fn random_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 48] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_on_a_developer_machine() {
+        let c = Config::from_vars(&vars(&[])).expect("defaults parse");
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
+        assert!(matches!(c.jwt_secret, JwtSecret::Ephemeral(_)));
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert!(!c.tenant_role_login);
+        assert_eq!(c.tenancy.group_role().as_str(), "estate_tenant");
+    }
+
+    #[test]
+    fn production_requires_a_jwt_secret() {
+        let e = Config::from_vars(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        assert_eq!(e.variable, "JWT_SECRET");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_and_not_echoed() {
+        let e = Config::from_vars(&vars(&[("JWT_SECRET", "hunter2-short")])).unwrap_err();
+        assert_eq!(e.variable, "JWT_SECRET");
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        for (name, value) in [
+            ("BIND_ADDR", "not-an-address"),
+            ("DATABASE_URL", "mysql://nope"),
+            ("REDIS_URL", "http://127.0.0.1"),
+            ("TENANT_ROLE_LOGIN", "maybe"),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let e = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(e.variable, name, "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = Config::from_vars(&vars(&[
+            ("JWT_SECRET", "a-very-long-secret-value-of-more-than-32-bytes"),
+            ("DATABASE_URL", "postgres://postgres:pw-in-url@127.0.0.1/estate"),
+        ]))
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("a-very-long-secret"));
+        assert!(!printed.contains("pw-in-url"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Migrations, all run by refinery: `shared_migrations/` once into `public`, and
+//! `tenant_migrations/` into every tenant schema, each schema with its own history table.
+//!
+//! Tenant migrations run inside a transaction the caller opened with the schema on its
+//! `search_path` (refinery pastes table names verbatim and takes no lock, so the caller also
+//! takes an advisory lock per schema). [`tenant_ddl_batch`] is the fast path used when a
+//! tenant is provisioned: the same migrations and the same history rows as one batch, one
+//! round trip. A test checks that both paths build identical schemas.
+
+use deadpool_postgres::Transaction;
+use refinery::{AsyncMigrate, Migration};
+use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::DbError;
+use super::tenancy::{RoleName, SchemaName};
+
+mod embedded_shared {
+    refinery::embed_migrations!("shared_migrations");
+}
+mod embedded_tenant {
+    refinery::embed_migrations!("tenant_migrations");
+}
+
+/// refinery's history table, in each tenant schema as in `public`.
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// Held (session-level, on a dedicated connection) while shared migrations run, so that two
+/// processes starting with `--migrate` do not race.
+const SHARED_MIGRATION_LOCK: i64 = 0x6573_7461_7465_0001;
+
+/// The tenant migrations in version order.
+pub fn tenant_migrations() -> Vec<Migration> {
+    let mut migrations = embedded_tenant::migrations::runner().get_migrations().clone();
+    migrations.sort();
+    migrations
+}
+
+/// The version a fully migrated tenant schema is at.
+pub fn latest_tenant_version() -> i32 {
+    tenant_migrations()
+        .last()
+        .map(|m| m.version())
+        .unwrap_or(0)
+}
+
+fn history_table(schema: &SchemaName) -> String {
+    format!("{}.{HISTORY_TABLE}", schema.quoted())
+}
+
+/// refinery's own DDL for its history table (refinery-core `ASSERT_MIGRATIONS_TABLE_QUERY`),
+/// so that a table created by the fast path is the one refinery would have made.
+pub fn history_table_ddl(schema: &SchemaName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}(
+             version int4 PRIMARY KEY,
+             name VARCHAR(255),
+             applied_on VARCHAR(255),
+             checksum VARCHAR(255));",
+        history_table(schema)
+    )
+}
+
+/// Applies `shared_migrations/` and makes sure the tenants' group role exists.
+/// Uses its own connection: the session-level advisory lock must not touch the pool.
+pub async fn migrate_shared(database_url: &str, group_role: &RoleName) -> Result<usize, DbError> {
+    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&SHARED_MIGRATION_LOCK])
+        .await?;
+    let report = embedded_shared::migrations::runner().run_async(&mut client).await?;
+    // Tenant roles join this group; it carries the few shared-schema rights tenant work needs.
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            group_role.quoted()
+        ))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(report.applied_migrations().len())
+}
+
+/// Applies the pending tenant migrations inside `tx`, whose `search_path` the caller has set
+/// to `schema`. `grouped` sends them as one batch; otherwise one statement batch per
+/// migration, as a plain refinery run would. Returns the schema version reached.
+pub async fn apply_tenant_migrations(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    grouped: bool,
+) -> Result<i32, DbError> {
+    let mut runner = embedded_tenant::migrations::runner().set_grouped(grouped);
+    runner.set_migration_table_name(history_table(schema));
+    runner.run_async(&mut InTransaction(tx)).await?;
+    let version: Option<i32> = tx
+        .query_one(
+            &format!("SELECT max(version) FROM {}", history_table(schema)),
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(version.unwrap_or(0))
+}
+
+/// Every tenant migration plus its history row, as one SQL batch. Expects the schema and its
+/// history table to exist and the transaction's `search_path` to be the schema.
+pub fn tenant_ddl_batch(schema: &SchemaName, applied_on: OffsetDateTime) -> Result<String, DbError> {
+    let applied_on = applied_on
+        .format(&Rfc3339)
+        .map_err(|e| DbError::InvalidIdentifier(format!("timestamp: {e}")))?;
+    let mut batch = String::new();
+    for migration in tenant_migrations() {
+        let sql = migration.sql().unwrap_or_default();
+        batch.push_str(sql);
+        batch.push_str(";\n");
+        // The same row refinery's `insert_migration_query` writes.
+        batch.push_str(&format!(
+            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({}, '{}', '{}', '{}');\n",
+            history_table(schema),
+            migration.version(),
+            migration.name().replace('\'', "''"),
+            applied_on,
+            migration.checksum()
+        ));
+    }
+    Ok(batch)
+}
+
+/// Lets refinery run inside a transaction we own, instead of opening its own per call.
+struct InTransaction<'a, 't>(&'a Transaction<'t>);
+
+#[derive(Debug, thiserror::Error)]
+enum InTransactionError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("unreadable migration history row: {0}")]
+    History(String),
+}
+
+impl AsyncTransaction for InTransaction<'_, '_> {
+    type Error = InTransactionError;
+
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+        &mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        let mut count = 0;
+        for query in queries {
+            self.0.batch_execute(query).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl AsyncQuery<Vec<Migration>> for InTransaction<'_, '_> {
+    async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        let rows = self.0.query(query, &[]).await?;
+        rows.into_iter()
+            .map(|row| {
+                let applied_on: String = row.try_get(2)?;
+                let applied_on = OffsetDateTime::parse(&applied_on, &Rfc3339)
+                    .map_err(|e| InTransactionError::History(format!("applied_on: {e}")))?;
+                let checksum: String = row.try_get(3)?;
+                let checksum = checksum
+                    .parse::<u64>()
+                    .map_err(|e| InTransactionError::History(format!("checksum: {e}")))?;
+                Ok(Migration::applied(row.try_get(0)?, row.try_get(1)?, applied_on, checksum))
+            })
+            .collect()
+    }
+}
+
+impl AsyncMigrate for InTransaction<'_, '_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_migrations_are_embedded_in_order() {
+        let versions: Vec<i32> = tenant_migrations().iter().map(|m| m.version()).collect();
+        assert!(!versions.is_empty());
+        assert!(versions.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(latest_tenant_version(), *versions.last().unwrap());
+    }
+
+    #[test]
+    fn fast_batch_records_every_migration() {
+        let schema = SchemaName::for_company(super::super::tenancy::CompanyId(uuid::Uuid::nil()));
+        let batch = tenant_ddl_batch(&schema, OffsetDateTime::UNIX_EPOCH).unwrap();
+        for m in tenant_migrations() {
+            assert!(batch.contains(&format!("VALUES ({}, '{}'", m.version(), m.name())));
+            assert!(batch.contains(&m.checksum().to_string()));
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! PostgreSQL access: the connection pool, the shared-schema handle, and (in [`tenancy`])
+//! the only handle that reaches tenant tables.
+
+pub mod migrations;
+pub mod provisioning;
+pub mod tenancy;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+use tenancy::{CompanyId, TenantNaming, TenantTx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("invalid identifier: {0}")]
+    InvalidIdentifier(String),
+    #[error("database pool: {0}")]
+    PoolBuild(String),
+    #[error("the transaction is already finished")]
+    Finished,
+}
+
+impl DbError {
+    /// The SQLSTATE of a server-side error, when there is one.
+    pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            DbError::Postgres(e) => e.code(),
+            DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Name of the violated constraint, for mapping unique violations to conflicts.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Postgres(e) => e.as_db_error().and_then(|d| d.constraint()),
+            _ => None,
+        }
+    }
+}
+
+/// The pool plus the naming rules for tenant schemas and roles.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    naming: TenantNaming,
+}
+
+impl Db {
+    pub fn connect(config: &Config) -> Result<Self, DbError> {
+        let pg: tokio_postgres::Config = config
+            .database_url
+            .expose()
+            .parse()
+            .map_err(DbError::Postgres)?;
+        // Fast recycling is safe only because nothing ever sets session state on a pooled
+        // connection: tenant settings are transaction-local (see `tenancy`).
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.database_pool_size)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::PoolBuild(e.to_string()))?;
+        Ok(Db {
+            pool,
+            naming: config.tenancy.clone(),
+        })
+    }
+
+    pub fn naming(&self) -> &TenantNaming {
+        &self.naming
+    }
+
+    /// A connection for work on the shared schema (companies, users, tokens, registry).
+    /// Tenant tables are not on its search path; use [`Db::tenant_tx`] for those.
+    pub async fn shared(&self) -> Result<Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Opens the tenant-scoped transaction for a company. No round trip happens here: the
+    /// `BEGIN`, `search_path` and `ROLE` settings travel with the first statement.
+    pub async fn tenant_tx(&self, company: CompanyId) -> Result<TenantTx, DbError> {
+        let tenant = self.naming.tenant(company);
+        Ok(TenantTx::new(self.pool.get().await?, tenant))
+    }
+
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+}

@@ -1,0 +1,85 @@
+//! Provisioning a tenant: its role, its schema, every tenant migration and its registry row,
+//! all inside the caller's transaction, so that registration as a whole either fully
+//! succeeds or leaves nothing behind (PostgreSQL's CREATE ROLE and CREATE SCHEMA are
+//! transactional).
+//!
+//! Speed matters here (SPEC §8: tens of milliseconds): everything is sent as one batch in
+//! one round trip, not as one round trip per statement or per migration.
+
+use deadpool_postgres::Transaction;
+use time::OffsetDateTime;
+
+use super::DbError;
+use super::migrations::{history_table_ddl, latest_tenant_version, tenant_ddl_batch};
+use super::tenancy::{Tenant, TenantNaming};
+
+/// Privileges the tenant role gets on every table of its own schema. Tables are owned by
+/// the migrating role, so these grants are all the tenant role has.
+const TABLE_PRIVILEGES: &str = "SELECT, INSERT, UPDATE, DELETE";
+
+/// Creates the tenant's role and schema, its (empty) migration history table, and the
+/// grants. Both provisioning paths start with this, so their grants cannot differ.
+///
+/// The history table is created before the default privileges are set, so the tenant role
+/// gets no rights on it: a tenant can never rewrite its own migration history.
+pub fn role_and_schema_sql(naming: &TenantNaming, tenant: &Tenant) -> String {
+    let role = tenant.role.quoted();
+    let schema = tenant.schema.quoted();
+    let login = if naming.tenant_roles_login() {
+        // Citus opens worker connections as the current role (SPEC §8); no password, so
+        // pg_hba.conf alone decides where such a login is accepted.
+        "LOGIN"
+    } else {
+        "NOLOGIN"
+    };
+    let group = naming.group_role().quoted();
+    format!(
+        "CREATE ROLE {role} {login} IN ROLE {group};
+         DO $$ BEGIN
+             -- A CREATEROLE (non-superuser) server needs membership to SET ROLE to it.
+             IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                 EXECUTE format('GRANT %I TO %I', '{role_name}', current_user);
+             END IF;
+         END $$;
+         CREATE SCHEMA {schema};
+         {history}
+         GRANT USAGE ON SCHEMA {schema} TO {role};
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {TABLE_PRIVILEGES} ON TABLES TO {role};
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role};",
+        role_name = tenant.role.as_str(),
+        history = history_table_ddl(&tenant.schema),
+    )
+}
+
+/// Statements that put the transaction on the tenant's schema while its DDL runs. They are
+/// transaction-local, like every setting this server makes.
+pub fn schema_search_path_sql(tenant: &Tenant) -> String {
+    format!(
+        "SET LOCAL search_path TO {}; SET LOCAL lock_timeout = '5s';",
+        tenant.schema.quoted()
+    )
+}
+
+/// Provisions `tenant` inside `tx` (one round trip). The caller has already inserted the
+/// company row, and commits.
+pub async fn provision_tenant(
+    tx: &Transaction<'_>,
+    naming: &TenantNaming,
+    tenant: &Tenant,
+) -> Result<(), DbError> {
+    let batch = format!(
+        "{setup}\n{path}\n{ddl}\nSET LOCAL search_path TO DEFAULT;\n\
+         INSERT INTO public.tenants \
+             (company_id, schema_name, role_name, schema_version, migration_status, migrated_at) \
+         VALUES ('{company}', '{schema}', '{role}', {version}, 'ok', now());",
+        setup = role_and_schema_sql(naming, tenant),
+        path = schema_search_path_sql(tenant),
+        ddl = tenant_ddl_batch(&tenant.schema, OffsetDateTime::now_utc())?,
+        company = tenant.company.0,
+        schema = tenant.schema.as_str(),
+        role = tenant.role.as_str(),
+        version = latest_tenant_version(),
+    );
+    tx.batch_execute(&batch).await?;
+    Ok(())
+}

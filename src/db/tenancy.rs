@@ -1,0 +1,346 @@
+//! Tenant identity and the tenant-scoped transaction.
+//!
+//! The invariants this module carries (SPEC §2):
+//! - schema and role names are made by the server from a company id, never parsed from a
+//!   request, checked against `^[a-z_][a-z0-9_]{0,62}$` and always quoted;
+//! - tenant tables are reached only through [`TenantTx`], whose transaction begins with
+//!   `set_config('search_path', …, true)` and `SET LOCAL ROLE` to the tenant's own role,
+//!   so a query that names another tenant's schema fails with a permission error;
+//! - nothing is ever `SET` at session level on a pooled connection.
+
+use std::fmt;
+
+use deadpool_postgres::Object;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::DbError;
+
+/// A company id. The tenant of a request is derived from it and from nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CompanyId(pub Uuid);
+
+impl fmt::Display for CompanyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Checks a PostgreSQL identifier made by this server. Lower-case letters, digits and `_`
+/// only, so the quoted form needs no escaping and can never close its own quotes.
+fn checked_identifier(name: String) -> Result<String, DbError> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(name)
+    } else {
+        Err(DbError::InvalidIdentifier(name))
+    }
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            /// The identifier in double quotes, ready to paste into SQL.
+            pub fn quoted(&self) -> String {
+                format!("\"{}\"", self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// A tenant schema name, `t_` + the company id in hex.
+    SchemaName
+);
+identifier!(
+    /// A PostgreSQL role name: a tenant's own role, or the tenants' shared group role.
+    RoleName
+);
+
+impl SchemaName {
+    /// Re-checks a name read back from the tenant registry.
+    pub fn from_registry(name: String) -> Result<Self, DbError> {
+        checked_identifier(name).map(Self)
+    }
+
+    pub fn for_company(company: CompanyId) -> Self {
+        // 34 characters of [a-z0-9_]: valid by construction.
+        SchemaName(format!("t_{}", company.0.simple()))
+    }
+}
+
+/// How this deployment names tenant roles. Roles are cluster-wide while schemas are per
+/// database, so role names carry a prefix taken from the database name: two databases on
+/// one cluster (tests, staging) never share or collide on tenant roles, and dropping a
+/// database's roles is a matter of its prefix.
+#[derive(Debug, Clone)]
+pub struct TenantNaming {
+    role_prefix: String,
+    group_role: RoleName,
+    login: bool,
+}
+
+/// Longest database-derived prefix that still leaves room for `t_` + 32 hex digits.
+const MAX_ROLE_PREFIX: usize = 63 - 34 - 1;
+
+impl TenantNaming {
+    pub fn for_database(database: &str) -> Result<Self, DbError> {
+        let mut prefix: String = database
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        if prefix.starts_with(|c: char| c.is_ascii_digit()) {
+            prefix.insert(0, 'd');
+        }
+        if prefix.is_empty() || prefix.len() > MAX_ROLE_PREFIX {
+            return Err(DbError::InvalidIdentifier(format!(
+                "database name `{database}` must be 1 to {MAX_ROLE_PREFIX} characters: \
+                 tenant role names are derived from it"
+            )));
+        }
+        Ok(TenantNaming {
+            group_role: RoleName(checked_identifier(format!("{prefix}_tenant"))?),
+            role_prefix: checked_identifier(format!("{prefix}_"))?,
+            login: false,
+        })
+    }
+
+    /// Tenant roles with LOGIN (and no password), needed on Citus (SPEC §8).
+    pub fn with_login(mut self, login: bool) -> Self {
+        self.login = login;
+        self
+    }
+
+    pub fn tenant_roles_login(&self) -> bool {
+        self.login
+    }
+
+    /// The group role every tenant role belongs to; it holds the few shared-schema rights
+    /// tenant work needs.
+    pub fn group_role(&self) -> &RoleName {
+        &self.group_role
+    }
+
+    /// All tenant role names of this database start with this.
+    pub fn role_prefix(&self) -> &str {
+        &self.role_prefix
+    }
+
+    pub fn tenant(&self, company: CompanyId) -> Tenant {
+        let schema = SchemaName::for_company(company);
+        let role = RoleName(format!("{}{}", self.role_prefix, schema.as_str()));
+        Tenant {
+            company,
+            schema,
+            role,
+        }
+    }
+}
+
+/// Where one company's data lives and the role its requests run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub company: CompanyId,
+    pub schema: SchemaName,
+    pub role: RoleName,
+}
+
+impl Tenant {
+    /// The statements that open a tenant transaction, sent as one simple-protocol message.
+    /// If `SET LOCAL ROLE` fails the block is aborted, so nothing after it can run outside
+    /// the tenant's rights.
+    fn prelude(&self) -> String {
+        format!(
+            "BEGIN; SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
+            self.schema.quoted(),
+            self.role.quoted()
+        )
+    }
+}
+
+/// The only handle to tenant tables: one transaction, scoped to one tenant's schema and role.
+///
+/// It owns its pooled connection, so nothing else can use that connection while the
+/// transaction is open. Opening costs no round trip: the prelude is pipelined with the
+/// first statement. Dropping it without [`TenantTx::commit`] rolls back before the
+/// connection goes back to the pool.
+pub struct TenantTx {
+    conn: Option<Object>,
+    tenant: Tenant,
+    state: TxState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxState {
+    /// Nothing sent yet: the prelude goes out with the first statement.
+    NotStarted,
+    Open,
+    Finished,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl TenantTx {
+    pub(super) fn new(conn: Object, tenant: Tenant) -> Self {
+        TenantTx {
+            conn: Some(conn),
+            tenant,
+            state: TxState::NotStarted,
+        }
+    }
+
+    pub fn company(&self) -> CompanyId {
+        self.tenant.company
+    }
+
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// Runs a statement, caching its prepared form on the connection. The cache is keyed by
+    /// SQL text and is shared by every tenant the connection serves: PostgreSQL re-resolves
+    /// a cached plan when `search_path` changes, so each tenant still reads its own tables.
+    pub async fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        let conn = self.conn.as_ref().ok_or(DbError::Finished)?;
+        let run = async {
+            let statement = conn.prepare_cached(sql).await?;
+            conn.query(&statement, params).await
+        };
+        pipelined(conn, &mut self.state, &self.tenant, run).await
+    }
+
+    pub async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    pub async fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+        let conn = self.conn.as_ref().ok_or(DbError::Finished)?;
+        let run = async {
+            let statement = conn.prepare_cached(sql).await?;
+            conn.execute(&statement, params).await
+        };
+        pipelined(conn, &mut self.state, &self.tenant, run).await
+    }
+
+    /// Commits. A transaction that never sent a statement has nothing to commit.
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        if self.state == TxState::Open {
+            let conn = self.conn.as_ref().ok_or(DbError::Finished)?;
+            conn.batch_execute("COMMIT").await?;
+        }
+        self.state = TxState::Finished;
+        Ok(())
+    }
+}
+
+/// Runs `work` inside the tenant transaction, sending the prelude first if this is the
+/// transaction's first statement. Both futures are polled in order, so the prelude is
+/// written first and the statement follows it on the wire without waiting for its answer:
+/// opening the transaction costs no round trip of its own.
+async fn pipelined<T>(
+    conn: &Object,
+    state: &mut TxState,
+    tenant: &Tenant,
+    work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    match *state {
+        TxState::Finished => Err(DbError::Finished),
+        TxState::Open => Ok(work.await?),
+        TxState::NotStarted => {
+            *state = TxState::Open;
+            let prelude = tenant.prelude();
+            let (opened, result) = tokio::join!(conn.batch_execute(&prelude), work);
+            opened?;
+            Ok(result?)
+        }
+    }
+}
+
+impl Drop for TenantTx {
+    fn drop(&mut self) {
+        if self.state != TxState::Open {
+            return;
+        }
+        let Some(conn) = self.conn.take() else { return };
+        // The connection must not reach the next borrower inside this transaction: roll
+        // back first, and if that is impossible, close it instead of returning it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if conn.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(conn));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(conn)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn names_are_derived_from_the_company_and_database() {
+        let naming = TenantNaming::for_database("estate").unwrap();
+        let id = CompanyId(Uuid::parse_str("0190c0de-0000-7000-8000-00000000abcd").unwrap());
+        let t = naming.tenant(id);
+        assert_eq!(t.schema.as_str(), "t_0190c0de000070008000000000000abcd");
+        assert_eq!(t.role.as_str(), "estate_t_0190c0de000070008000000000000abcd");
+        assert_eq!(naming.group_role().as_str(), "estate_tenant");
+    }
+
+    #[test]
+    fn odd_database_names_are_made_safe_or_refused() {
+        let n = TenantNaming::for_database("1-Estate.Test").unwrap();
+        assert_eq!(n.role_prefix(), "d1_estate_test_");
+        assert!(TenantNaming::for_database(&"x".repeat(40)).is_err());
+    }
+
+    #[test]
+    fn registry_names_are_rechecked() {
+        assert!(SchemaName::from_registry("t_abc".into()).is_ok());
+        for bad in ["", "T_abc", "t-abc", "t\"; drop", "1abc", &"a".repeat(64)] {
+            assert!(SchemaName::from_registry(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_company_id_gives_a_valid_distinct_schema(a in any::<u128>(), b in any::<u128>()) {
+            let naming = TenantNaming::for_database("estate_test_0123456789ab").unwrap();
+            let ta = naming.tenant(CompanyId(Uuid::from_u128(a)));
+            let tb = naming.tenant(CompanyId(Uuid::from_u128(b)));
+            prop_assert!(checked_identifier(ta.schema.as_str().to_string()).is_ok());
+            prop_assert!(checked_identifier(ta.role.as_str().to_string()).is_ok());
+            prop_assert_eq!(a == b, ta.schema == tb.schema);
+            prop_assert_eq!(a == b, ta.role == tb.role);
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Estates: the top of a company's inventory. Every function runs on the caller's
+//! [`TenantTx`], so it only ever sees the caller's own company.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::listing::{Ordering, Page, PageRequest};
+use super::values::{required, text};
+use crate::auth::Principal;
+use crate::db::tenancy::TenantTx;
+use crate::error::{AppError, FieldErrors};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EstateStatus {
+    Planning,
+    Active,
+    SoldOut,
+    Archived,
+}
+
+impl EstateStatus {
+    pub const ALL: [EstateStatus; 4] = [Self::Planning, Self::Active, Self::SoldOut, Self::Archived];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Planning => "planning",
+            Self::Active => "active",
+            Self::SoldOut => "sold_out",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| "must be one of planning, active, sold_out, archived".to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Estate {
+    pub id: Uuid,
+    pub name: String,
+    pub location: String,
+    pub description: String,
+    pub status: EstateStatus,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, name, location, description, status, created_by, created_at, updated_at";
+
+impl Estate {
+    fn from_row(row: &Row) -> Result<Self, AppError> {
+        Ok(Estate {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            location: row.try_get(2)?,
+            description: row.try_get(3)?,
+            status: EstateStatus::parse(row.try_get(4)?).map_err(AppError::Internal)?,
+            created_by: row.try_get(5)?,
+            created_at: row.try_get(6)?,
+            updated_at: row.try_get(7)?,
+        })
+    }
+}
+
+const NAME_MAX: usize = 200;
+const LOCATION_MAX: usize = 300;
+const DESCRIPTION_MAX: usize = 5000;
+
+fn parse_name(raw: &str) -> Result<String, String> {
+    text(raw, 1, NAME_MAX)
+}
+fn parse_location(raw: &str) -> Result<String, String> {
+    text(raw, 0, LOCATION_MAX)
+}
+fn parse_description(raw: &str) -> Result<String, String> {
+    text(raw, 0, DESCRIPTION_MAX)
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEstate {
+    pub name: String,
+    pub location: String,
+    pub description: String,
+    pub status: EstateStatus,
+}
+
+impl NewEstate {
+    pub fn parse(
+        name: Option<&str>,
+        location: Option<&str>,
+        description: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Self, AppError> {
+        let mut errors = FieldErrors::default();
+        let name = errors.check("name", required(name).and_then(parse_name));
+        let location = errors.check("location", parse_location(location.unwrap_or("")));
+        let description = errors.check("description", parse_description(description.unwrap_or("")));
+        let status = errors.check("status", status.map_or(Ok(EstateStatus::Planning), EstateStatus::parse));
+        errors.finish(|| {
+            Some(NewEstate {
+                name: name?,
+                location: location?,
+                description: description?,
+                status: status?,
+            })
+        })
+    }
+}
+
+/// A partial update. A field given as JSON `null` is an error for `name` and `status`
+/// (they cannot be empty) and clears `location` and `description`.
+#[derive(Debug, Clone, Default)]
+pub struct EstatePatch {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<EstateStatus>,
+}
+
+/// A patch field: absent, explicitly null, or a value.
+pub enum PatchField<'a> {
+    Absent,
+    Null,
+    Value(&'a str),
+}
+
+impl EstatePatch {
+    pub fn parse(
+        name: PatchField<'_>,
+        location: PatchField<'_>,
+        description: PatchField<'_>,
+        status: PatchField<'_>,
+    ) -> Result<Self, AppError> {
+        let mut errors = FieldErrors::default();
+        let not_null = |f: PatchField<'_>, parse: fn(&str) -> Result<String, String>| match f {
+            PatchField::Absent => Ok(None),
+            PatchField::Null => Err("must not be null".to_string()),
+            PatchField::Value(v) => parse(v).map(Some),
+        };
+        let clearable = |f: PatchField<'_>, parse: fn(&str) -> Result<String, String>| match f {
+            PatchField::Absent => Ok(None),
+            PatchField::Null => Ok(Some(String::new())),
+            PatchField::Value(v) => parse(v).map(Some),
+        };
+        let name = errors.check("name", not_null(name, parse_name));
+        let location = errors.check("location", clearable(location, parse_location));
+        let description = errors.check("description", clearable(description, parse_description));
+        let status = errors.check(
+            "status",
+            match status {
+                PatchField::Absent => Ok(None),
+                PatchField::Null => Err("must not be null".to_string()),
+                PatchField::Value(v) => EstateStatus::parse(v).map(Some),
+            },
+        );
+        errors.finish(|| {
+            Some(EstatePatch {
+                name: name?,
+                location: location?,
+                description: description?,
+                status: status?,
+            })
+        })
+    }
+}
+
+/// Filters of `GET /estates`, already parsed.
+#[derive(Debug, Clone)]
+pub struct EstateFilter {
+    pub search: Option<String>,
+    pub status: Option<EstateStatus>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub ids: Option<Vec<Uuid>>,
+    pub ordering: Ordering,
+    pub page: PageRequest,
+}
+
+pub const ORDERING_FIELDS: [&str; 5] = ["name", "location", "status", "created_at", "updated_at"];
+pub const DEFAULT_ORDERING: Ordering = Ordering {
+    column: "created_at",
+    descending: true,
+};
+
+/// Lists estates. The total comes from a window count in the same query, so a page costs
+/// one statement; only a page past the end needs a separate count.
+pub async fn list(tx: &mut TenantTx, filter: &EstateFilter) -> Result<Page<Estate>, AppError> {
+    let mut conditions = String::new();
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut add = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
+        params.push(value);
+        conditions.push_str(&condition.replace('?', &format!("${}", params.len())));
+    };
+    if let Some(search) = &filter.search {
+        add(" AND search @@ websearch_to_tsquery('english', ?)", Box::new(search.clone()));
+    }
+    if let Some(status) = filter.status {
+        add(" AND status = ?", Box::new(status.as_str()));
+    }
+    if let Some(after) = filter.created_after {
+        add(" AND created_at >= ?", Box::new(after));
+    }
+    if let Some(before) = filter.created_before {
+        add(" AND created_at < ?", Box::new(before));
+    }
+    if let Some(ids) = &filter.ids {
+        add(" AND id = ANY(?)", Box::new(ids.clone()));
+    }
+    let filter_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+    let n = filter_params.len();
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () FROM estates WHERE true{conditions} {} LIMIT ${} OFFSET ${}",
+        filter.ordering.sql(),
+        n + 1,
+        n + 2
+    );
+    let limit = filter.page.page_size;
+    let offset = filter.page.offset();
+    let mut page_params = filter_params.clone();
+    page_params.push(&limit);
+    page_params.push(&offset);
+    let rows = tx.query(&sql, &page_params).await?;
+
+    let count = match rows.first() {
+        Some(row) => row.try_get::<_, i64>(8)?,
+        None if filter.page.page > 1 => {
+            let sql = format!("SELECT count(*) FROM estates WHERE true{conditions}");
+            tx.query(&sql, &filter_params).await?[0].try_get(0)?
+        }
+        None => 0,
+    };
+    let results = rows.iter().map(Estate::from_row).collect::<Result<_, _>>()?;
+    Ok(Page {
+        count,
+        request: filter.page,
+        results,
+    })
+}
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
+    let sql = format!("SELECT {COLUMNS} FROM estates WHERE id = $1");
+    match tx.query_opt(&sql, &[&id]).await? {
+        Some(row) => Estate::from_row(&row),
+        None => Err(AppError::NotFound("estate")),
+    }
+}
+
+fn ensure_can_write(principal: &Principal) -> Result<(), AppError> {
+    if principal.role.can_write() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("viewers may only read".into()))
+    }
+}
+
+/// Members may change only what they created; admins and owners anything.
+fn ensure_can_change(principal: &Principal, estate: &Estate) -> Result<(), AppError> {
+    ensure_can_write(principal)?;
+    if principal.role.can_change_others_work() || estate.created_by == principal.user_id {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("members may only change estates they created".into()))
+    }
+}
+
+pub async fn create(tx: &mut TenantTx, principal: &Principal, new: NewEstate) -> Result<Estate, AppError> {
+    ensure_can_write(principal)?;
+    let sql = format!(
+        "INSERT INTO estates (id, name, location, description, status, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+    );
+    let row = tx
+        .query(
+            &sql,
+            &[
+                &Uuid::now_v7(),
+                &new.name,
+                &new.location,
+                &new.description,
+                &new.status.as_str(),
+                &principal.user_id,
+            ],
+        )
+        .await?;
+    let row = row
+        .first()
+        .ok_or_else(|| AppError::Internal("INSERT … RETURNING gave no row".into()))?;
+    Estate::from_row(row)
+}
+
+async fn get_for_update(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
+    let sql = format!("SELECT {COLUMNS} FROM estates WHERE id = $1 FOR UPDATE");
+    match tx.query_opt(&sql, &[&id]).await? {
+        Some(row) => Estate::from_row(&row),
+        None => Err(AppError::NotFound("estate")),
+    }
+}
+
+pub async fn update(
+    tx: &mut TenantTx,
+    principal: &Principal,
+    id: Uuid,
+    patch: EstatePatch,
+) -> Result<Estate, AppError> {
+    let current = get_for_update(tx, id).await?;
+    ensure_can_change(principal, &current)?;
+    let sql = format!(
+        "UPDATE estates SET
+             name = coalesce($2, name),
+             location = coalesce($3, location),
+             description = coalesce($4, description),
+             status = coalesce($5, status),
+             updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let rows = tx
+        .query(
+            &sql,
+            &[
+                &id,
+                &patch.name,
+                &patch.location,
+                &patch.description,
+                &patch.status.map(EstateStatus::as_str),
+            ],
+        )
+        .await?;
+    let row = rows.first().ok_or(AppError::NotFound("estate"))?;
+    Estate::from_row(row)
+}
+
+pub async fn delete(tx: &mut TenantTx, principal: &Principal, id: Uuid) -> Result<(), AppError> {
+    let current = get_for_update(tx, id).await?;
+    ensure_can_change(principal, &current)?;
+    tx.execute("DELETE FROM estates WHERE id = $1", &[&id]).await?;
+    Ok(())
+}

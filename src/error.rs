@@ -1,0 +1,68 @@
+//! The error type of the service layer (auth and domain). The HTTP layer maps it to
+//! problem+json in one place (`api::problem`); nothing below it knows about HTTP.
+
+use std::collections::BTreeMap;
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the request has invalid fields")]
+    Validation(FieldErrors),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{detail}")]
+    TooManyRequests { retry_after_secs: u64, detail: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for AppError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AppError::Db(DbError::Postgres(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AppError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        AppError::Db(DbError::Pool(e))
+    }
+}
+
+/// Field name → messages, collected while parsing input so that one answer lists every
+/// problem at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldErrors(pub BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_string()).or_default().push(message.into());
+    }
+
+    /// Records the error of a field parser and keeps its value, if it parsed.
+    pub fn check<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
+        parsed.map_err(|message| self.add(field, message)).ok()
+    }
+
+    /// `Ok(value)` when no field failed; the value is built only then.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, AppError> {
+        if !self.0.is_empty() {
+            return Err(AppError::Validation(self));
+        }
+        build().ok_or_else(|| AppError::Internal("a parsed field went missing".into()))
+    }
+}
+
+/// True when the error is a unique violation of the named constraint.
+pub fn is_unique_violation(e: &DbError, constraint: &str) -> bool {
+    e.sql_state() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+        && e.constraint() == Some(constraint)
+}

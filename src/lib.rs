@@ -1,0 +1,13 @@
+//! Estate API: a multi-tenant backend for real-estate companies, one PostgreSQL schema per
+//! company. See README.md for the architecture; the layers, top to bottom:
+//! `api` (HTTP) → `domain` and `auth` (rules) → `db` (pool, tenancy, migrations).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod startup;
+pub mod telemetry;
+pub mod tenants;

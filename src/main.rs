@@ -1,0 +1,144 @@
+//! The `estate` command: API server, migrations, operator views, OpenAPI document.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use estate::config::Config;
+use estate::startup::{self, Application};
+use estate::{api, db::Db, telemetry, tenants};
+
+#[derive(Parser)]
+#[command(name = "estate", version, about = "Multi-tenant real-estate SaaS backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply shared migrations, then tenant migrations to every tenant schema.
+    Migrate {
+        /// Tenant schemas migrated at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Run the HTTP API.
+    Serve {
+        /// Run `migrate` before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Run the background job worker.
+    Worker,
+    /// Print the OpenAPI 3 document.
+    Openapi,
+    /// Operator views of tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// List tenants with their schema version and last migration status.
+    List,
+    /// Migrate tenant schemas that are behind (resumable; failures are listed).
+    Migrate {
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", api::openapi_json());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
+        Command::Openapi => unreachable!("handled before configuration is read"),
+        Command::Migrate { concurrency } => migrate(&config, concurrency).await,
+        Command::Serve { migrate: run_migrations } => {
+            if run_migrations && migrate(&config, 8).await? != ExitCode::SUCCESS {
+                return Ok(ExitCode::FAILURE);
+            }
+            let app = Application::build(&config).await?;
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker => {
+            estate_jobs::run_worker()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenants { command: TenantsCommand::List } => {
+            let db = Db::connect(&config)?;
+            let records = tenants::list(&db).await?;
+            println!("{:<36}  {:<32}  {:<9}  {:>7}  {:<7}  schema", "company", "name", "status", "version", "migr.");
+            for t in &records {
+                println!(
+                    "{:<36}  {:<32}  {:<9}  {:>7}  {:<7}  {}{}",
+                    t.company_id,
+                    t.company_name.chars().take(32).collect::<String>(),
+                    t.status,
+                    t.schema_version,
+                    t.migration_status,
+                    t.schema_name,
+                    t.migration_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+                );
+            }
+            println!("{} tenants", records.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenants { command: TenantsCommand::Migrate { concurrency } } => {
+            let db = Db::connect(&config)?;
+            let outcome = tenants::migrate_all(&db, concurrency, true).await?;
+            Ok(report(&outcome))
+        }
+    }
+}
+
+async fn migrate(config: &Config, concurrency: usize) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let outcome = startup::migrate(config, concurrency, true).await?;
+    Ok(report(&outcome))
+}
+
+fn report(outcome: &tenants::MigrationOutcome) -> ExitCode {
+    println!(
+        "tenants: {} total, {} up to date, {} migrated, {} failed",
+        outcome.total,
+        outcome.up_to_date,
+        outcome.migrated,
+        outcome.failed.len()
+    );
+    for (company, error) in &outcome.failed {
+        println!("  failed: {company}: {error}");
+    }
+    if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
