@@ -102,7 +102,7 @@ pub async fn migrate_all(db: &Db, concurrency: usize, progress: bool) -> Result<
         match result {
             Ok(_) => outcome.migrated += 1,
             Err(e) => {
-                let message = e.to_string();
+                let message = error_chain(&e);
                 bar.suspend(|| tracing::error!(company = %company, error = %message, "tenant migration failed"));
                 record_failure(db, company, &message).await;
                 outcome.failed.push((company, message));
@@ -154,4 +154,19 @@ async fn record_failure(db: &Db, company: CompanyId, message: &str) {
     if let Err(e) = result {
         tracing::error!(company = %company, error = %e, "could not record a tenant migration failure");
     }
+}
+
+/// An error and its causes on one line, for the registry and the operator's report.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use poem::http::StatusCode;
 use poem::http::header::CONTENT_TYPE;
-use poem::{IntoResponse, Response};
+use poem::Response;
 
 use crate::db::DbError;
 use poem_openapi::payload::Json;

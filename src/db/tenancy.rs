@@ -311,8 +311,8 @@ mod tests {
         let naming = TenantNaming::for_database("estate").unwrap();
         let id = CompanyId(Uuid::parse_str("0190c0de-0000-7000-8000-00000000abcd").unwrap());
         let t = naming.tenant(id);
-        assert_eq!(t.schema.as_str(), "t_0190c0de000070008000000000000abcd");
-        assert_eq!(t.role.as_str(), "estate_t_0190c0de000070008000000000000abcd");
+        assert_eq!(t.schema.as_str(), "t_0190c0de00007000800000000000abcd");
+        assert_eq!(t.role.as_str(), "estate_t_0190c0de00007000800000000000abcd");
         assert_eq!(naming.group_role().as_str(), "estate_tenant");
     }
 

@@ -1,1 +1,11 @@
+//! One integration-test binary (the app links once), against real PostgreSQL and Redis.
 
+mod helpers;
+
+mod auth;
+mod errors;
+mod estates;
+mod isolation;
+mod migrations;
+mod openapi;
+mod provisioning;

@@ -1,0 +1,171 @@
+//! Provisioning: atomic, and the one-batch fast path builds exactly the schema that
+//! applying `tenant_migrations/` one by one builds.
+
+use estate::db::Db;
+use estate::db::migrations::{apply_tenant_migrations, latest_tenant_version};
+use estate::db::provisioning::{role_and_schema_sql, schema_search_path_sql};
+use estate::db::tenancy::{CompanyId, Tenant};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{PASSWORD, TestDatabase, problem, spawn_app};
+
+#[tokio::test]
+async fn a_failure_half_way_leaves_nothing_behind() {
+    let app = spawn_app().await;
+    let before_roles = app.database.roles().await;
+    let db = app.database.client().await;
+    // The owner user is inserted after the role, schema and tenant tables: fail right there.
+    db.batch_execute(
+        "CREATE FUNCTION fail_owner() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_owner BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION fail_owner();",
+    )
+    .await
+    .unwrap();
+    let resp = app
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"company_name": "Doomed", "email": "doomed@example.com", "password": PASSWORD, "full_name": "D"}),
+        )
+        .await;
+    let body = problem(resp, 500).await;
+    assert!(!body["detail"].as_str().unwrap().contains("injected"), "internal errors are not echoed");
+
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move { db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM companies").await, 0);
+    assert_eq!(count("SELECT count(*) FROM tenants").await, 0);
+    assert_eq!(count("SELECT count(*) FROM refresh_tokens").await, 0);
+    assert_eq!(count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").await, 0);
+    assert_eq!(app.database.roles().await, before_roles, "no tenant role left behind");
+
+    // With the fault removed, the same registration succeeds: the failure was the fault's.
+    db.batch_execute("DROP TRIGGER fail_owner ON users").await.unwrap();
+    let t = app.register("Doomed").await;
+    assert_eq!(count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").await, 1);
+    assert_eq!(app.get("/api/v1/estates", &t.access_token).await.status(), 200);
+}
+
+/// Everything about a schema that migrations or grants decide, with the schema and role
+/// names replaced by placeholders so two tenants can be compared.
+async fn schema_snapshot(client: &tokio_postgres::Client, tenant: &Tenant) -> Vec<String> {
+    let schema = tenant.schema.as_str();
+    let queries = [
+        "SELECT 'column', table_name, column_name, ordinal_position::text, data_type, udt_name,
+                is_nullable, coalesce(column_default, ''), is_generated, coalesce(generation_expression, ''),
+                coalesce(character_maximum_length::text, '')
+         FROM information_schema.columns WHERE table_schema = $1",
+        "SELECT 'index', tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = $1",
+        "SELECT 'constraint', c.relname, k.conname, k.contype::text, pg_get_constraintdef(k.oid)
+         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1",
+        "SELECT 'table', c.relname, c.relkind::text, pg_get_userbyid(c.relowner)::text, coalesce(c.relacl::text, '')
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
+        "SELECT 'grant', table_name, grantee, privilege_type
+         FROM information_schema.role_table_grants WHERE table_schema = $1",
+        "SELECT 'schema', pg_get_userbyid(nspowner)::text, coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1",
+        "SELECT 'default acl', d.defaclobjtype::text, coalesce(d.defaclacl::text, '')
+         FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace WHERE n.nspname = $1",
+    ];
+    let mut lines = Vec::new();
+    for q in queries {
+        for row in client.query(q, &[&schema]).await.unwrap() {
+            let cols: Vec<String> = (0..row.len()).map(|i| row.get::<_, String>(i)).collect();
+            lines.push(
+                cols.join(" | ")
+                    .replace(tenant.role.as_str(), "<role>")
+                    .replace(schema, "<schema>"),
+            );
+        }
+    }
+    let history = format!("SELECT 'history', version::text, name, checksum FROM {}.refinery_schema_history", tenant.schema.quoted());
+    for row in client.query(&history, &[]).await.unwrap() {
+        lines.push((0..4).map(|i| row.get::<_, String>(i)).collect::<Vec<_>>().join(" | "));
+    }
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn fast_provisioning_builds_the_schema_that_migrating_one_by_one_builds() {
+    let app = spawn_app().await;
+    let fast = app.register("Fast Path").await;
+    let naming = app.state.db.naming().clone();
+    let fast_tenant = naming.tenant(CompanyId(fast.company_id));
+
+    // The reference: role and schema as provisioning makes them, then refinery applying
+    // each migration in turn.
+    let slow_tenant = naming.tenant(CompanyId(Uuid::now_v7()));
+    let db: &Db = &app.state.db;
+    let mut conn = db.shared().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.batch_execute(&role_and_schema_sql(&naming, &slow_tenant)).await.unwrap();
+    tx.batch_execute(&schema_search_path_sql(&slow_tenant)).await.unwrap();
+    let version = apply_tenant_migrations(&tx, &slow_tenant.schema, false).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(version, latest_tenant_version());
+
+    let client = app.database.client().await;
+    let fast_snapshot = schema_snapshot(&client, &fast_tenant).await;
+    let slow_snapshot = schema_snapshot(&client, &slow_tenant).await;
+    assert!(fast_snapshot.iter().any(|l| l.starts_with("column | estates | name")));
+    assert!(fast_snapshot.iter().any(|l| l.starts_with("grant | estates | <role> | SELECT")));
+    assert!(fast_snapshot.iter().any(|l| l.starts_with("history")));
+    assert_eq!(fast_snapshot, slow_snapshot);
+
+    // The tenant role has no rights on its own migration history.
+    assert!(!fast_snapshot.iter().any(|l| l.starts_with("grant | refinery_schema_history | <role>")));
+}
+
+#[tokio::test]
+async fn a_provisioned_tenant_is_registered_as_fully_migrated() {
+    let app = spawn_app().await;
+    let t = app.register("Acme").await;
+    let row = app
+        .database
+        .client()
+        .await
+        .query_one(
+            "SELECT schema_name, role_name, schema_version, migration_status FROM tenants WHERE company_id = $1",
+            &[&t.company_id],
+        )
+        .await
+        .unwrap();
+    let expected = app.state.db.naming().tenant(CompanyId(t.company_id));
+    assert_eq!(row.get::<_, String>(0), expected.schema.as_str());
+    assert_eq!(row.get::<_, String>(1), expected.role.as_str());
+    assert_eq!(row.get::<_, i32>(2), latest_tenant_version());
+    assert_eq!(row.get::<_, String>(3), "ok");
+    // NOLOGIN unless TENANT_ROLE_LOGIN says otherwise.
+    let admin = crate::helpers::admin_client("postgres").await;
+    let can_login: bool = admin
+        .query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&expected.role.as_str()])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!can_login);
+}
+
+#[tokio::test]
+async fn tenant_role_login_setting_creates_login_roles() {
+    let database = TestDatabase::new().await;
+    let mut config = database.config.clone();
+    config.tenancy = config.tenancy.clone().with_login(true);
+    let db = Db::connect(&config).unwrap();
+    let tenant = config.tenancy.tenant(CompanyId(Uuid::now_v7()));
+    let mut conn = db.shared().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.batch_execute(&role_and_schema_sql(&config.tenancy, &tenant)).await.unwrap();
+    tx.commit().await.unwrap();
+    let admin = crate::helpers::admin_client("postgres").await;
+    let row = admin
+        .query_one("SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = $1", &[&tenant.role.as_str()])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "LOGIN");
+    assert!(row.get::<_, bool>(1), "no password");
+}
