@@ -1,1 +1,200 @@
-fn main(){}
+//! Benchmarks of the tenancy core, printed as figures (run with `scripts/bench`):
+//!
+//! 1. provisioning: ms per tenant (company row + role + schema + tenant tables + registry,
+//!    in one transaction; no password hash), mean and p95 over 200 tenants;
+//! 2. `GET /api/v1/estates` spread over 100 tenants with 20 estates each: requests/s, p50,
+//!    p99, with load from a separate process (wrk).
+//!
+//! It makes its own database and drops it (and its roles) at the end.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use estate::auth::jwt::JwtKeys;
+use estate::config::{Config, Secret};
+use estate::db::Db;
+use estate::db::migrations::migrate_shared;
+use estate::db::provisioning::provision_tenant;
+use estate::db::tenancy::CompanyId;
+use estate::startup::Application;
+use uuid::Uuid;
+
+const TENANTS_PROVISIONED: usize = 200;
+const TENANTS_SERVED: usize = 100;
+const ESTATES_PER_TENANT: usize = 20;
+const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; nothing to filter here.
+    let server = env_or("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432");
+    let name = format!("estate_b_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let root = admin(&format!("{server}/postgres")).await;
+    root.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL", format!("{server}/{name}")),
+        ("BIND_ADDR", "127.0.0.1:0".into()),
+        ("JWT_SECRET", SECRET.into()),
+        ("DATABASE_POOL_SIZE", env_or("BENCH_POOL_SIZE", "16")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = Config::from_vars(&vars).unwrap();
+    let result = std::panic::AssertUnwindSafe(run(&config));
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+
+    // Clean up whatever happened.
+    root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await.unwrap();
+    for role in root
+        .query("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", &[&config.tenancy.role_prefix()])
+        .await
+        .unwrap()
+    {
+        let role: String = role.get(0);
+        root.batch_execute(&format!("DROP ROLE \"{role}\"")).await.unwrap();
+    }
+    if outcome.is_err() {
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: &Config) {
+    migrate_shared(config.database_url.expose(), config.tenancy.group_role()).await.unwrap();
+    let db = Db::connect(config).unwrap();
+
+    // 1. Provisioning.
+    let mut companies = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..TENANTS_PROVISIONED {
+        let company = CompanyId(Uuid::now_v7());
+        let tenant = db.naming().tenant(company);
+        let mut conn = db.shared().await.unwrap();
+        let started = Instant::now();
+        let tx = conn.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO companies (id, name, slug) VALUES ($1, $2, $3)",
+            &[&company.0, &format!("Bench {i}"), &format!("bench-{i}")],
+        )
+        .await
+        .unwrap();
+        provision_tenant(&tx, db.naming(), &tenant).await.unwrap();
+        tx.commit().await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        companies.push(company);
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "provisioning: {TENANTS_PROVISIONED} tenants, mean {mean:.1} ms, p50 {:.1} ms, p95 {:.1} ms per tenant (role + schema + tables + registry, one transaction)",
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.95)
+    );
+
+    // 2. Seed 100 tenants with an owner and 20 estates each, and mint their tokens.
+    let keys = JwtKeys::new(&Secret::new(SECRET)).unwrap();
+    let conn = db.shared().await.unwrap();
+    let mut tokens = Vec::new();
+    for company in companies.iter().take(TENANTS_SERVED) {
+        let user = Uuid::now_v7();
+        conn.execute(
+            "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
+             VALUES ($1, $2, $3, 'Bench', 'not-a-hash', 'owner')",
+            &[&user, &company.0, &format!("{user}@bench.example")],
+        )
+        .await
+        .unwrap();
+        let schema = db.naming().tenant(*company).schema;
+        conn.execute(
+            &format!(
+                "INSERT INTO {}.estates (id, name, location, description, status, created_by)
+                 SELECT gen_random_uuid(), 'Estate ' || n, 'Lagos', 'Plots near the lagoon', 'active', $1
+                 FROM generate_series(1, $2::int) AS n",
+                schema.quoted()
+            ),
+            &[&user, &(ESTATES_PER_TENANT as i32)],
+        )
+        .await
+        .unwrap();
+        tokens.push(keys.issue(user, company.0, "owner").unwrap().0);
+    }
+    drop(conn);
+    conn_analyze(&db).await;
+
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped());
+
+    let script = std::env::temp_dir().join(format!("estate-bench-{}.lua", std::process::id()));
+    let token_list: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
+    std::fs::write(
+        &script,
+        format!(
+            "tokens = {{ {} }}\ncounter = math.random(1, #tokens)\n\
+             request = function()\n  counter = counter % #tokens + 1\n  \
+             return wrk.format(\"GET\", \"/api/v1/estates\", {{ [\"Authorization\"] = \"Bearer \" .. tokens[counter] }})\nend\n\
+             response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status) end\nend\n",
+            token_list.join(", ")
+        ),
+    )
+    .unwrap();
+
+    let duration = env_or("BENCH_DURATION", "15s");
+    let connections = env_or("BENCH_CONNECTIONS", "64");
+    let url = format!("http://{addr}");
+    let wrk = |d: &str| {
+        tokio::process::Command::new("wrk")
+            .args(["-t2", "-c", &connections, "-d", d, "--latency", "-s"])
+            .arg(&script)
+            .arg(&url)
+            .output()
+    };
+    // Warm up connections and statement caches, then measure.
+    let _ = wrk("3s").await;
+    let output = wrk(&duration).await;
+    let _ = std::fs::remove_file(&script);
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => {
+            println!("list endpoint: wrk not runnable ({e}); install it with `apt-get install wrk`");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let errors = text.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    println!(
+        "list endpoint: GET /api/v1/estates over {TENANTS_SERVED} tenants x {ESTATES_PER_TENANT} estates, {connections} connections: {} requests/s, p50 {}, p99 {}{}",
+        field("Requests/sec:"),
+        field("50%"),
+        field("99%"),
+        errors.map(|e| format!(" ({})", e.trim())).unwrap_or_default()
+    );
+}
+
+async fn conn_analyze(db: &Db) {
+    db.shared().await.unwrap().batch_execute("ANALYZE").await.unwrap();
+}

@@ -20,9 +20,19 @@ pub enum AppError {
     #[error("{detail}")]
     TooManyRequests { retry_after_secs: u64, detail: String },
     #[error(transparent)]
-    Db(#[from] DbError),
+    Db(DbError),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<DbError> for AppError {
+    fn from(e: DbError) -> Self {
+        match e {
+            // A tenant transaction's session check said no.
+            DbError::Refused(reason) => crate::auth::session::refusal(&reason),
+            e => AppError::Db(e),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for AppError {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
 use super::{ApiState, ApiTags};
+use crate::auth::Access;
 use crate::auth::session::{self, Session};
 use crate::domain::companies::{self, NewCompany};
 use crate::error::{AppError, FieldErrors};
@@ -200,6 +201,7 @@ impl AuthApi {
         state: Data<&Arc<ApiState>>,
         body: Json<LogoutRequest>,
     ) -> Result<LogoutResponse, ErrorResponse> {
+        auth.verify(&state, Access::Write).await?;
         session::logout(&state.db, &auth.0, body.0.refresh_token.as_deref()).await?;
         Ok(LogoutResponse::LoggedOut)
     }

@@ -15,6 +15,7 @@ use super::listing::links;
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
 use super::{ApiState, ApiTags};
+use crate::auth::Access;
 use crate::domain::estates::{
     self, DEFAULT_ORDERING, Estate, EstateFilter, EstatePatch, EstateStatus, NewEstate,
     ORDERING_FIELDS, PatchField,
@@ -224,9 +225,9 @@ impl EstatesApi {
             created_before.0,
             ids.0,
         )?;
-        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let mut tx = auth.tenant_tx(&state, Access::Read).await?;
         let page = estates::list(&mut tx, &filter).await?;
-        tx.commit().await?;
+        tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
         Ok(Json(EstatePage {
             count: page.count,
@@ -251,7 +252,7 @@ impl EstatesApi {
             b.description.as_deref(),
             b.status.as_deref(),
         )?;
-        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let mut tx = auth.tenant_tx(&state, Access::Write).await?;
         let estate = estates::create(&mut tx, &auth.0, new).await?;
         tx.commit().await?;
         Ok(CreatedEstate::Created(Json(estate.into())))
@@ -265,9 +266,9 @@ impl EstatesApi {
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<EstateBody>, ErrorResponse> {
-        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let mut tx = auth.tenant_tx(&state, Access::Read).await?;
         let estate = estates::get(&mut tx, id.0).await?;
-        tx.commit().await?;
+        tx.commit_read_only()?;
         Ok(Json(estate.into()))
     }
 
@@ -287,7 +288,7 @@ impl EstatesApi {
             patch_field(&b.description),
             patch_field(&b.status),
         )?;
-        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let mut tx = auth.tenant_tx(&state, Access::Write).await?;
         let estate = estates::update(&mut tx, &auth.0, id.0, patch).await?;
         tx.commit().await?;
         Ok(Json(estate.into()))
@@ -301,7 +302,7 @@ impl EstatesApi {
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<DeletedEstate, ErrorResponse> {
-        let mut tx = state.db.tenant_tx(auth.0.company).await?;
+        let mut tx = auth.tenant_tx(&state, Access::Write).await?;
         estates::delete(&mut tx, &auth.0, id.0).await?;
         tx.commit().await?;
         Ok(DeletedEstate::Deleted)

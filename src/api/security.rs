@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use poem::Request;
-use poem::http::Method;
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 
 use super::ApiState;
 use super::problem::ErrorResponse;
-use crate::auth::{Principal, session};
+use crate::auth::{Access, Principal, session};
+use crate::db::tenancy::TenantTx;
 use crate::error::AppError;
 
 /// A JWT access token from `POST /auth/login`, `/auth/register` or `/auth/refresh`.
@@ -22,8 +22,24 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| ErrorResponse::from(AppError::Internal("API state missing".into())))?;
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    session::authenticate(&state.db, &state.jwt, &bearer.token, read_only)
-        .await
-        .map_err(|e| ErrorResponse::from(e).into())
+    let principal = session::authenticate(&state.jwt, &bearer.token).map_err(ErrorResponse::from)?;
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(principal.company));
+    span.record("user", tracing::field::display(principal.user_id));
+    Ok(principal)
+}
+
+impl BearerAuth {
+    /// Opens the caller's tenant transaction. The session check (revoked token, inactive
+    /// user, suspended company) travels with its first statement, and nothing the
+    /// transaction reads or writes survives a refusal.
+    pub async fn tenant_tx(&self, state: &ApiState, access: Access) -> Result<TenantTx, ErrorResponse> {
+        let guard = session::guard(&self.0, access);
+        Ok(state.db.guarded_tenant_tx(self.0.company, guard).await?)
+    }
+
+    /// Checks the session on its own, for handlers that open no tenant transaction.
+    pub async fn verify(&self, state: &ApiState, access: Access) -> Result<(), ErrorResponse> {
+        Ok(session::verify(&state.db, &self.0, access).await?)
+    }
 }

@@ -51,7 +51,16 @@ impl Role {
     }
 }
 
-/// An authenticated caller.
+/// Whether a request only reads or may write: a suspended company's owner may still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// An authenticated caller: the token's signature and claims are verified. Whether the
+/// session still counts (not revoked, user active, company not suspended) is checked by
+/// the database with the request's first statement: see `session::guard`.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: Uuid,

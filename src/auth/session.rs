@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
-use super::{Principal, Role, password};
+use super::{Access, Principal, Role, password};
 use crate::db::Db;
-use crate::db::tenancy::CompanyId;
+use crate::db::tenancy::{CompanyId, Guard};
 use crate::error::AppError;
 
 pub const REFRESH_TOKEN_TTL_DAYS: i32 = 30;
@@ -176,50 +176,12 @@ pub async fn logout(db: &Db, principal: &Principal, refresh_token: Option<&str>)
     Ok(())
 }
 
-/// Turns a bearer token into a principal. The signature proves who issued the token; the
-/// database says whether it still counts: revoked by logout, user deactivated, company
-/// suspended or deleted. `read_only` tells whether the request only reads, since a
-/// suspended company's owner may still read.
-pub async fn authenticate(
-    db: &Db,
-    keys: &JwtKeys,
-    token: &str,
-    read_only: bool,
-) -> Result<Principal, AppError> {
+/// Turns a bearer token into a principal: signature, algorithm, expiry and claims. No
+/// database work: the session is checked with the request's first statement ([`guard`])
+/// or, for requests that touch no tenant data, by [`verify`].
+pub fn authenticate(keys: &JwtKeys, token: &str) -> Result<Principal, AppError> {
     let claims = keys.verify(token)?;
-    let conn = db.shared().await?;
-    let row = conn
-        .query_opt(
-            "SELECT u.role, u.is_active, c.status,
-                    EXISTS (SELECT 1 FROM revoked_access_tokens r WHERE r.jti = $3)
-             FROM users u JOIN companies c ON c.id = u.company_id
-             WHERE u.id = $1 AND u.company_id = $2",
-            &[&claims.sub, &claims.tid, &claims.jti],
-        )
-        .await?;
-    drop(conn);
-    let Some(row) = row else {
-        return Err(AppError::Unauthorized("the access token is not valid"));
-    };
-    if row.get::<_, bool>(3) {
-        return Err(AppError::Unauthorized("the access token has been revoked"));
-    }
-    if !row.get::<_, bool>(1) {
-        return Err(AppError::Unauthorized("the account is not active"));
-    }
-    // The role is read from the database, not the token: a demotion applies at once.
-    let role = Role::parse(row.get(0))
-        .ok_or_else(|| AppError::Internal("user with an unknown role".into()))?;
-    match row.get::<_, &str>(2) {
-        "active" => {}
-        "suspended" if read_only && role == Role::Owner => {}
-        "suspended" => {
-            return Err(AppError::Forbidden(
-                "the company is suspended; only its owner may read its data".into(),
-            ));
-        }
-        _ => return Err(AppError::Unauthorized("the company no longer exists")),
-    }
+    let role = Role::parse(&claims.role).ok_or(AppError::Unauthorized("the access token is not valid"))?;
     Ok(Principal {
         user_id: claims.sub,
         company: CompanyId(claims.tid),
@@ -227,4 +189,58 @@ pub async fn authenticate(
         jti: claims.jti,
         token_expires_at: claims.exp,
     })
+}
+
+fn verdict_sql(principal: &Principal, access: Access) -> String {
+    // Only server-made values are pasted: UUIDs and a role name from a closed set.
+    format!(
+        "SELECT public.session_verdict('{}', '{}', '{}', '{}', {})",
+        principal.user_id,
+        principal.company.0,
+        principal.jti,
+        principal.role.as_str(),
+        access == Access::Read
+    )
+}
+
+/// The session check that travels with a tenant transaction's first statement.
+pub fn guard(principal: &Principal, access: Access) -> Guard {
+    Guard::new(verdict_sql(principal, access))
+}
+
+/// Checks the session on its own round trip, for requests that use no tenant transaction.
+pub async fn verify(db: &Db, principal: &Principal, access: Access) -> Result<(), AppError> {
+    let conn = db.shared().await?;
+    let statement = conn
+        .prepare_cached("SELECT public.session_verdict($1, $2, $3, $4, $5)")
+        .await?;
+    let verdict: String = conn
+        .query_one(
+            &statement,
+            &[
+                &principal.user_id,
+                &principal.company.0,
+                &principal.jti,
+                &principal.role.as_str(),
+                &(access == Access::Read),
+            ],
+        )
+        .await?
+        .get(0);
+    match verdict.as_str() {
+        "ok" => Ok(()),
+        reason => Err(refusal(reason)),
+    }
+}
+
+/// What a session verdict other than `ok` means to the caller.
+pub fn refusal(reason: &str) -> AppError {
+    match reason {
+        "revoked" => AppError::Unauthorized("the access token has been revoked"),
+        "inactive" => AppError::Unauthorized("the account is not active"),
+        "role_changed" => AppError::Unauthorized("the account's role has changed; log in again"),
+        "deleted" => AppError::Unauthorized("the company no longer exists"),
+        "suspended" => AppError::Forbidden("the company is suspended; only its owner may read its data".into()),
+        _ => AppError::Unauthorized("the access token is not valid"),
+    }
 }

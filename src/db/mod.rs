@@ -9,7 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::NoTls;
 
 use crate::config::Config;
-use tenancy::{CompanyId, TenantNaming, TenantTx};
+use tenancy::{CompanyId, Guard, TenantNaming, TenantTx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -23,6 +23,9 @@ pub enum DbError {
     InvalidIdentifier(String),
     #[error("database pool: {0}")]
     PoolBuild(String),
+    /// A transaction's guard refused it; the text is the guard's reason.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("the transaction is already finished")]
     Finished,
 }
@@ -94,7 +97,13 @@ impl Db {
     /// `BEGIN`, `search_path` and `ROLE` settings travel with the first statement.
     pub async fn tenant_tx(&self, company: CompanyId) -> Result<TenantTx, DbError> {
         let tenant = self.naming.tenant(company);
-        Ok(TenantTx::new(self.pool.get().await?, tenant))
+        Ok(TenantTx::new(self.pool.get().await?, tenant, None))
+    }
+
+    /// A tenant transaction that goes on only if `guard` answers `ok` (see [`Guard`]).
+    pub async fn guarded_tenant_tx(&self, company: CompanyId, guard: Guard) -> Result<TenantTx, DbError> {
+        let tenant = self.naming.tenant(company);
+        Ok(TenantTx::new(self.pool.get().await?, tenant, Some(guard)))
     }
 
     pub fn pool_status(&self) -> deadpool_postgres::Status {

@@ -11,7 +11,8 @@
 use std::fmt;
 
 use deadpool_postgres::Object;
-use tokio_postgres::Row;
+use futures::FutureExt;
+use tokio_postgres::{Row, SimpleQueryMessage};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -167,13 +168,40 @@ pub struct Tenant {
 impl Tenant {
     /// The statements that open a tenant transaction, sent as one simple-protocol message.
     /// If `SET LOCAL ROLE` fails the block is aborted, so nothing after it can run outside
-    /// the tenant's rights.
-    fn prelude(&self) -> String {
+    /// the tenant's rights. A guard runs after `BEGIN` and before the role is taken.
+    fn prelude(&self, guard: Option<&Guard>) -> String {
         format!(
-            "BEGIN; SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
+            "BEGIN; {}SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
+            guard.map(|g| format!("{}; ", g.0)).unwrap_or_default(),
             self.schema.quoted(),
             self.role.quoted()
         )
+    }
+}
+
+/// A statement run first in a tenant transaction, with the server's rights, whose single
+/// text value decides whether the transaction may go on: `ok`, or the reason it may not
+/// (then every statement of the transaction fails with [`DbError::Refused`] and it rolls
+/// back). Authentication uses it to check the caller's session in the same round trip as
+/// the first query. The SQL is pasted into a simple-protocol message, so it must be built
+/// only from server-made values (UUIDs, enum names), never from request text.
+#[derive(Debug, Clone)]
+pub struct Guard(String);
+
+impl Guard {
+    pub fn new(select: String) -> Self {
+        Guard(select)
+    }
+}
+
+fn guard_verdict(messages: &[SimpleQueryMessage]) -> Result<(), DbError> {
+    let verdict = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("unknown").to_string()),
+        _ => None,
+    });
+    match verdict.as_deref() {
+        Some("ok") => Ok(()),
+        other => Err(DbError::Refused(other.unwrap_or("unknown").to_string())),
     }
 }
 
@@ -186,6 +214,7 @@ impl Tenant {
 pub struct TenantTx {
     conn: Option<Object>,
     tenant: Tenant,
+    guard: Option<Guard>,
     state: TxState,
 }
 
@@ -200,10 +229,11 @@ enum TxState {
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl TenantTx {
-    pub(super) fn new(conn: Object, tenant: Tenant) -> Self {
+    pub(super) fn new(conn: Object, tenant: Tenant, guard: Option<Guard>) -> Self {
         TenantTx {
             conn: Some(conn),
             tenant,
+            guard,
             state: TxState::NotStarted,
         }
     }
@@ -225,7 +255,7 @@ impl TenantTx {
             let statement = conn.prepare_cached(sql).await?;
             conn.query(&statement, params).await
         };
-        pipelined(conn, &mut self.state, &self.tenant, run).await
+        pipelined(conn, &mut self.state, &self.tenant, self.guard.as_ref(), run).await
     }
 
     pub async fn query_opt(
@@ -243,7 +273,7 @@ impl TenantTx {
             let statement = conn.prepare_cached(sql).await?;
             conn.execute(&statement, params).await
         };
-        pipelined(conn, &mut self.state, &self.tenant, run).await
+        pipelined(conn, &mut self.state, &self.tenant, self.guard.as_ref(), run).await
     }
 
     /// Commits. A transaction that never sent a statement has nothing to commit.
@@ -261,10 +291,13 @@ impl TenantTx {
 /// transaction's first statement. Both futures are polled in order, so the prelude is
 /// written first and the statement follows it on the wire without waiting for its answer:
 /// opening the transaction costs no round trip of its own.
+/// The guard's verdict is checked before the statement's result is handed back: a refused
+/// transaction returns nothing it read, and rolls back whatever it wrote.
 async fn pipelined<T>(
     conn: &Object,
     state: &mut TxState,
     tenant: &Tenant,
+    guard: Option<&Guard>,
     work: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, DbError> {
     match *state {
@@ -272,11 +305,36 @@ async fn pipelined<T>(
         TxState::Open => Ok(work.await?),
         TxState::NotStarted => {
             *state = TxState::Open;
-            let prelude = tenant.prelude();
-            let (opened, result) = tokio::join!(conn.batch_execute(&prelude), work);
-            opened?;
+            let prelude = tenant.prelude(guard);
+            let (opened, result) = tokio::join!(conn.simple_query(&prelude), work);
+            let messages = opened?;
+            if guard.is_some() {
+                guard_verdict(&messages)?;
+            }
             Ok(result?)
         }
+    }
+}
+
+impl TenantTx {
+    /// Ends a transaction that only read, without waiting for the server's answer: the
+    /// `COMMIT` is queued on the connection before it returns to the pool, so the next
+    /// borrower's statements run after it, and a read-only transaction has nothing that
+    /// could fail to commit. Saves a round trip per read request.
+    ///
+    /// This relies on tokio-postgres writing a request on the first poll of its future (as
+    /// its own `Transaction::drop` does for ROLLBACK); a test checks the connection comes
+    /// back clean.
+    pub fn commit_read_only(mut self) -> Result<(), DbError> {
+        if self.state == TxState::Open {
+            let conn = self.conn.as_ref().ok_or(DbError::Finished)?;
+            // `None` means sent, answer not awaited.
+            if let Some(result) = conn.batch_execute("COMMIT").now_or_never() {
+                result?;
+            }
+        }
+        self.state = TxState::Finished;
+        Ok(())
     }
 }
 

@@ -179,3 +179,19 @@ async fn registration_refuses_a_taken_email_and_bad_fields() {
     let companies: i64 = app.database.client().await.query_one("SELECT count(*) FROM companies", &[]).await.unwrap().get(0);
     assert_eq!(companies, 1);
 }
+
+#[tokio::test]
+async fn a_changed_role_invalidates_tokens_that_name_the_old_one() {
+    let app = spawn_app().await;
+    let t = app.register("Acme").await;
+    let db = app.database.client().await;
+    db.execute("UPDATE users SET role = 'viewer' WHERE id = $1", &[&t.user_id]).await.unwrap();
+    let refused = problem(app.post("/api/v1/estates", Some(&t.access_token), json!({"name": "X"})).await, 401).await;
+    assert!(refused["detail"].as_str().unwrap().contains("role"));
+    assert_eq!(app.estate_count(t.company_id).await, 0, "the refused write was rolled back");
+    // A fresh login carries the new role, which may read but not write.
+    let fresh: Value = login(&app, &t.email, PASSWORD).await.json().await.unwrap();
+    let token = fresh["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/estates", token).await.status(), 200);
+    problem(app.post("/api/v1/estates", Some(token), json!({"name": "X"})).await, 403).await;
+}

@@ -170,6 +170,13 @@ async fn no_tenant_state_survives_on_a_pooled_connection() {
     tx.commit().await.unwrap();
     assert_clean(db.shared().await.unwrap()).await;
 
+    // The read-only commit does not wait for the server's answer: the COMMIT must still
+    // reach the server before anything the next borrower sends.
+    let mut tx = db.tenant_tx(company).await.unwrap();
+    tx.query("SELECT count(*) FROM estates", &[]).await.unwrap();
+    tx.commit_read_only().unwrap();
+    assert_clean(db.shared().await.unwrap()).await;
+
     let mut tx = db.tenant_tx(company).await.unwrap();
     tx.execute(
         "INSERT INTO estates (id, name, created_by) VALUES ($1, 'never committed', $2)",
