@@ -19,6 +19,11 @@ use estate::db::tenancy::CompanyId;
 use estate::startup::Application;
 use uuid::Uuid;
 
+/// mimalloc: the request path allocates many small objects (JSON, rows); the system
+/// allocator spent ~13% of the machine's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TENANTS_PROVISIONED: usize = 200;
 const TENANTS_SERVED: usize = 100;
 const ESTATES_PER_TENANT: usize = 20;

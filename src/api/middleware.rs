@@ -9,7 +9,6 @@ use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::MAX_BODY_BYTES;
 use super::problem::{Problem, problem_response};
@@ -47,7 +46,9 @@ fn limit_body(req: &mut Request) -> Result<(), Response> {
 }
 
 pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
-    let request_id = accepted_request_id(&req).unwrap_or_else(|| Uuid::new_v4().to_string());
+    // From the thread-local generator: no system call per request, unlike `new_v4`.
+    let request_id = accepted_request_id(&req)
+        .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
     let path = req.uri().path().to_string();
     let tls = req
         .headers()

@@ -12,7 +12,7 @@ use std::fmt;
 
 use deadpool_postgres::Object;
 use futures::FutureExt;
-use tokio_postgres::{Row, SimpleQueryMessage};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -168,40 +168,43 @@ pub struct Tenant {
 impl Tenant {
     /// The statements that open a tenant transaction, sent as one simple-protocol message.
     /// If `SET LOCAL ROLE` fails the block is aborted, so nothing after it can run outside
-    /// the tenant's rights. A guard runs after `BEGIN` and before the role is taken.
-    fn prelude(&self, guard: Option<&Guard>) -> String {
+    /// the tenant's rights.
+    fn prelude(&self) -> String {
         format!(
-            "BEGIN; {}SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
-            guard.map(|g| format!("{}; ", g.0)).unwrap_or_default(),
+            "BEGIN; SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
             self.schema.quoted(),
             self.role.quoted()
         )
     }
 }
 
-/// A statement run first in a tenant transaction, with the server's rights, whose single
-/// text value decides whether the transaction may go on: `ok`, or the reason it may not
-/// (then every statement of the transaction fails with [`DbError::Refused`] and it rolls
-/// back). Authentication uses it to check the caller's session in the same round trip as
-/// the first query. The SQL is pasted into a simple-protocol message, so it must be built
-/// only from server-made values (UUIDs, enum names), never from request text.
-#[derive(Debug, Clone)]
-pub struct Guard(String);
+/// A query run on the transaction's connection just before it begins, with the server's
+/// rights, whose first column decides whether the transaction may go on: `ok`, or the
+/// reason it may not. Then every statement of the transaction fails with
+/// [`DbError::Refused`] and it rolls back. Authentication uses it to check the caller's
+/// session in the same round trip as the first query.
+///
+/// The SQL is a `&'static str`: a constant of the program, never text from a request.
+/// It is prepared once per connection and, running before `search_path` changes, keeps its
+/// cached plan across tenants.
+pub struct Guard {
+    sql: &'static str,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
 
 impl Guard {
-    pub fn new(select: String) -> Self {
-        Guard(select)
+    pub fn new(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Self {
+        Guard { sql, params }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as _).collect()
     }
 }
 
-fn guard_verdict(messages: &[SimpleQueryMessage]) -> Result<(), DbError> {
-    let verdict = messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("unknown").to_string()),
-        _ => None,
-    });
-    match verdict.as_deref() {
-        Some("ok") => Ok(()),
-        other => Err(DbError::Refused(other.unwrap_or("unknown").to_string())),
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard").field("sql", &self.sql).finish_non_exhaustive()
     }
 }
 
@@ -305,12 +308,29 @@ async fn pipelined<T>(
         TxState::Open => Ok(work.await?),
         TxState::NotStarted => {
             *state = TxState::Open;
-            let prelude = tenant.prelude(guard);
-            let (opened, result) = tokio::join!(conn.simple_query(&prelude), work);
-            let messages = opened?;
-            if guard.is_some() {
-                guard_verdict(&messages)?;
+            // Prepared before anything is sent (a no-op once cached), so that the guard's
+            // execution goes out first, ahead of the prelude, and runs with the server's rights.
+            let guard = match guard {
+                Some(g) => Some((conn.prepare_cached(g.sql).await?, g.params())),
+                None => None,
+            };
+            let check = async {
+                match &guard {
+                    Some((statement, params)) => conn.query_opt(statement, params).await,
+                    None => Ok(None),
+                }
+            };
+            let prelude = tenant.prelude();
+            let (verdict, opened, result) = tokio::join!(check, conn.batch_execute(&prelude), work);
+            if let Some(row) = verdict? {
+                let verdict: Option<&str> = row.try_get(0)?;
+                if verdict != Some("ok") {
+                    return Err(DbError::Refused(verdict.unwrap_or("unknown").to_string()));
+                }
+            } else if guard.is_some() {
+                return Err(DbError::Refused("unknown".into()));
             }
+            opened?;
             Ok(result?)
         }
     }
