@@ -34,7 +34,9 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
     client
 }
@@ -50,13 +52,15 @@ async fn main() {
     let server = env_or("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432");
     let name = format!("estate_b_{}", &Uuid::new_v4().simple().to_string()[..8]);
     let root = admin(&format!("{server}/postgres")).await;
-    root.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+    root.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
 
     let vars: HashMap<String, String> = [
         ("DATABASE_URL", format!("{server}/{name}")),
         ("BIND_ADDR", "127.0.0.1:0".into()),
         ("JWT_SECRET", SECRET.into()),
-        ("DATABASE_POOL_SIZE", env_or("BENCH_POOL_SIZE", "16")),
+        ("DATABASE_POOL_SIZE", env_or("BENCH_POOL_SIZE", "32")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -66,14 +70,21 @@ async fn main() {
     let outcome = futures::FutureExt::catch_unwind(result).await;
 
     // Clean up whatever happened.
-    root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await.unwrap();
+    root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
     for role in root
-        .query("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", &[&config.tenancy.role_prefix()])
+        .query(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&config.tenancy.role_prefix()],
+        )
         .await
         .unwrap()
     {
         let role: String = role.get(0);
-        root.batch_execute(&format!("DROP ROLE \"{role}\"")).await.unwrap();
+        root.batch_execute(&format!("DROP ROLE \"{role}\""))
+            .await
+            .unwrap();
     }
     if outcome.is_err() {
         std::process::exit(1);
@@ -81,7 +92,9 @@ async fn main() {
 }
 
 async fn run(config: &Config) {
-    migrate_shared(config.database_url.expose(), config.tenancy.group_role()).await.unwrap();
+    migrate_shared(config.database_url.expose(), config.tenancy.group_role())
+        .await
+        .unwrap();
     let db = Db::connect(config).unwrap();
 
     // 1. Provisioning.
@@ -178,7 +191,9 @@ async fn run(config: &Config) {
     let output = match output {
         Ok(o) => o,
         Err(e) => {
-            println!("list endpoint: wrk not runnable ({e}); install it with `apt-get install wrk`");
+            println!(
+                "list endpoint: wrk not runnable ({e}); install it with `apt-get install wrk`"
+            );
             return;
         }
     };
@@ -190,16 +205,25 @@ async fn run(config: &Config) {
             .unwrap_or("?")
             .to_string()
     };
-    let errors = text.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     println!(
         "list endpoint: GET /api/v1/estates over {TENANTS_SERVED} tenants x {ESTATES_PER_TENANT} estates, {connections} connections: {} requests/s, p50 {}, p99 {}{}",
         field("Requests/sec:"),
         field("50%"),
         field("99%"),
-        errors.map(|e| format!(" ({})", e.trim())).unwrap_or_default()
+        errors
+            .map(|e| format!(" ({})", e.trim()))
+            .unwrap_or_default()
     );
 }
 
 async fn conn_analyze(db: &Db) {
-    db.shared().await.unwrap().batch_execute("ANALYZE").await.unwrap();
+    db.shared()
+        .await
+        .unwrap()
+        .batch_execute("ANALYZE")
+        .await
+        .unwrap();
 }

@@ -250,8 +250,14 @@ mod tests {
     #[test]
     fn secrets_do_not_show_in_debug_output() {
         let c = Config::from_vars(&vars(&[
-            ("JWT_SECRET", "a-very-long-secret-value-of-more-than-32-bytes"),
-            ("DATABASE_URL", "postgres://postgres:pw-in-url@127.0.0.1/estate"),
+            (
+                "JWT_SECRET",
+                "a-very-long-secret-value-of-more-than-32-bytes",
+            ),
+            (
+                "DATABASE_URL",
+                "postgres://postgres:pw-in-url@127.0.0.1/estate",
+            ),
         ]))
         .unwrap();
         let printed = format!("{c:?}");

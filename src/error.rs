@@ -18,7 +18,10 @@ pub enum AppError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{detail}")]
-    TooManyRequests { retry_after_secs: u64, detail: String },
+    TooManyRequests {
+        retry_after_secs: u64,
+        detail: String,
+    },
     #[error(transparent)]
     Db(DbError),
     #[error("{0}")]
@@ -54,7 +57,10 @@ pub struct FieldErrors(pub BTreeMap<String, Vec<String>>);
 
 impl FieldErrors {
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_string()).or_default().push(message.into());
+        self.0
+            .entry(field.to_string())
+            .or_default()
+            .push(message.into());
     }
 
     /// Records the error of a field parser and keeps its value, if it parsed.

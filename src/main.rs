@@ -14,7 +14,11 @@ use estate::{api, db::Db, telemetry, tenants};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "estate", version, about = "Multi-tenant real-estate SaaS backend")]
+#[command(
+    name = "estate",
+    version,
+    about = "Multi-tenant real-estate SaaS backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -90,7 +97,9 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
     match command {
         Command::Openapi => unreachable!("handled before configuration is read"),
         Command::Migrate { concurrency } => migrate(&config, concurrency).await,
-        Command::Serve { migrate: run_migrations } => {
+        Command::Serve {
+            migrate: run_migrations,
+        } => {
             if run_migrations && migrate(&config, 8).await? != ExitCode::SUCCESS {
                 return Ok(ExitCode::FAILURE);
             }
@@ -102,10 +111,15 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
             estate_jobs::run_worker()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tenants { command: TenantsCommand::List } => {
+        Command::Tenants {
+            command: TenantsCommand::List,
+        } => {
             let db = Db::connect(&config)?;
             let records = tenants::list(&db).await?;
-            println!("{:<36}  {:<32}  {:<9}  {:>7}  {:<7}  schema", "company", "name", "status", "version", "migr.");
+            println!(
+                "{:<36}  {:<32}  {:<9}  {:>7}  {:<7}  schema",
+                "company", "name", "status", "version", "migr."
+            );
             for t in &records {
                 println!(
                     "{:<36}  {:<32}  {:<9}  {:>7}  {:<7}  {}{}",
@@ -115,13 +129,18 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
                     t.schema_version,
                     t.migration_status,
                     t.schema_name,
-                    t.migration_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+                    t.migration_error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
                 );
             }
             println!("{} tenants", records.len());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tenants { command: TenantsCommand::Migrate { concurrency } } => {
+        Command::Tenants {
+            command: TenantsCommand::Migrate { concurrency },
+        } => {
             let db = Db::connect(&config)?;
             let outcome = tenants::migrate_all(&db, concurrency, true).await?;
             Ok(report(&outcome))
@@ -129,7 +148,10 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
     }
 }
 
-async fn migrate(config: &Config, concurrency: usize) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn migrate(
+    config: &Config,
+    concurrency: usize,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let outcome = startup::migrate(config, concurrency, true).await?;
     Ok(report(&outcome))
 }
@@ -145,5 +167,9 @@ fn report(outcome: &tenants::MigrationOutcome) -> ExitCode {
     for (company, error) in &outcome.failed {
         println!("  failed: {company}: {error}");
     }
-    if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if outcome.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

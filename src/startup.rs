@@ -17,7 +17,10 @@ use crate::tenants;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     App(#[from] AppError),
     #[error("REDIS_URL: {0}")]
@@ -33,12 +36,17 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
         if let JwtSecret::Ephemeral(_) = config.jwt_secret {
-            tracing::warn!("JWT_SECRET is not set: using a random key, tokens will not survive a restart");
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random key, tokens will not survive a restart"
+            );
         }
         let db = Db::connect(config).map_err(AppError::from)?;
         let jwt = JwtKeys::new(config.jwt_secret.secret())?;
         let redis = redis::Client::open(config.redis_url.expose())?;
-        let bind = |source| StartupError::Bind { addr: config.bind_addr, source };
+        let bind = |source| StartupError::Bind {
+            addr: config.bind_addr,
+            source,
+        };
         let listener = std::net::TcpListener::bind(config.bind_addr).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
         let local_addr = listener.local_addr().map_err(bind)?;
@@ -62,7 +70,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr, "listening");
         Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(api::routes(self.state), shutdown_signal(), Some(Duration::from_secs(10)))
+            .run_with_graceful_shutdown(
+                api::routes(self.state),
+                shutdown_signal(),
+                Some(Duration::from_secs(10)),
+            )
             .await
     }
 }
@@ -71,13 +83,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -89,8 +102,14 @@ async fn shutdown_signal() {
 }
 
 /// `estate migrate`: shared schema first, then every tenant schema.
-pub async fn migrate(config: &Config, concurrency: usize, progress: bool) -> Result<tenants::MigrationOutcome, AppError> {
-    let applied = migrations::migrate_shared(config.database_url.expose(), config.tenancy.group_role()).await?;
+pub async fn migrate(
+    config: &Config,
+    concurrency: usize,
+    progress: bool,
+) -> Result<tenants::MigrationOutcome, AppError> {
+    let applied =
+        migrations::migrate_shared(config.database_url.expose(), config.tenancy.group_role())
+            .await?;
     tracing::info!(applied, "shared migrations done");
     let db = Db::connect(config)?;
     Ok(tenants::migrate_all(&db, concurrency, progress).await?)

@@ -64,10 +64,17 @@ pub struct MigrationOutcome {
 /// (and being retried on the next run) instead of queueing requests behind it.
 pub const LOCK_TIMEOUT: &str = "5s";
 
-pub async fn migrate_all(db: &Db, concurrency: usize, progress: bool) -> Result<MigrationOutcome, DbError> {
+pub async fn migrate_all(
+    db: &Db,
+    concurrency: usize,
+    progress: bool,
+) -> Result<MigrationOutcome, DbError> {
     let latest = latest_tenant_version();
     let conn = db.shared().await?;
-    let total: i64 = conn.query_one("SELECT count(*) FROM tenants", &[]).await?.get(0);
+    let total: i64 = conn
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await?
+        .get(0);
     let pending = conn
         .query(
             "SELECT company_id, schema_name FROM tenants
@@ -80,11 +87,17 @@ pub async fn migrate_all(db: &Db, concurrency: usize, progress: bool) -> Result<
 
     let bar = ProgressBar::with_draw_target(
         Some(pending.len() as u64),
-        if progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+        if progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
     );
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants migrated ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tenants migrated ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
     let mut outcome = MigrationOutcome {

@@ -5,7 +5,9 @@
 //! than pretending to process jobs.
 
 #[derive(Debug, thiserror::Error)]
-#[error("the job worker is not built yet; `estate worker` will run jobs once the job-workers issue lands")]
+#[error(
+    "the job worker is not built yet; `estate worker` will run jobs once the job-workers issue lands"
+)]
 pub struct WorkerNotBuilt;
 
 /// Runs the job worker. Currently refuses, see the crate documentation.

@@ -160,11 +160,16 @@ fn parse_filter(
         "ordering",
         Ordering::parse(ordering.as_deref(), &ORDERING_FIELDS, DEFAULT_ORDERING),
     );
-    let status = errors.check("status", status.as_deref().map(EstateStatus::parse).transpose());
+    let status = errors.check(
+        "status",
+        status.as_deref().map(EstateStatus::parse).transpose(),
+    );
     let created_after = errors.check("created_after", parse_time(created_after.as_deref()));
     let created_before = errors.check("created_before", parse_time(created_before.as_deref()));
     let ids = errors.check("ids", ids.as_deref().map(parse_ids).transpose());
-    let search = search.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let search = search
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
         errors.add("search", "must be at most 200 characters");
     }

@@ -42,7 +42,9 @@ impl HealthApi {
     /// Liveness: the process is up.
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> Json<Health> {
-        Json(Health { status: "ok".into() })
+        Json(Health {
+            status: "ok".into(),
+        })
     }
 
     /// Readiness: PostgreSQL and Redis are reachable.
@@ -54,7 +56,10 @@ impl HealthApi {
         };
         let redis = async {
             let mut conn = state.redis.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .ok()
         };
         let (postgres, redis) = tokio::join!(
             tokio::time::timeout(CHECK_TIMEOUT, postgres),
@@ -62,7 +67,13 @@ impl HealthApi {
         );
         let postgres = matches!(postgres, Ok(Some(_)));
         let redis = matches!(redis, Ok(Some(_)));
-        let body = |status: &str| Json(Readiness { status: status.into(), postgres, redis });
+        let body = |status: &str| {
+            Json(Readiness {
+                status: status.into(),
+                postgres,
+                redis,
+            })
+        };
         if postgres && redis {
             ReadyResponse::Ready(body("ok"))
         } else {

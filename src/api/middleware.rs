@@ -19,36 +19,44 @@ fn accepted_request_id(req: &Request) -> Option<String> {
     let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| value.to_string())
 }
 
-/// Refuses a body declared too large (413), and caps an undeclared (chunked) one so that
+/// Answers 413 to a body declared too large, and caps an undeclared (chunked) one so that
 /// reading past the limit fails as a malformed body instead of exhausting memory.
-fn limit_body(req: &mut Request) -> Result<(), Response> {
+fn limit_body(req: &mut Request) -> Option<Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > MAX_BODY_BYTES as u64 => Err(problem_response(Problem::new(
+        Some(len) if len > MAX_BODY_BYTES as u64 => Some(problem_response(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
         ))),
-        Some(_) => Ok(()),
+        Some(_) => None,
         None => {
-            let body = req.take_body().into_async_read().take(MAX_BODY_BYTES as u64);
+            let body = req
+                .take_body()
+                .into_async_read()
+                .take(MAX_BODY_BYTES as u64);
             req.set_body(Body::from_async_read(body));
-            Ok(())
+            None
         }
     }
 }
 
 pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
     // From the thread-local generator: no system call per request, unlike `new_v4`.
-    let request_id = accepted_request_id(&req)
-        .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
+    let request_id = accepted_request_id(&req).unwrap_or_else(|| {
+        uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .to_string()
+    });
     let path = req.uri().path().to_string();
     let tls = req
         .headers()
@@ -64,22 +72,29 @@ pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem:
     );
     let started = Instant::now();
     let mut response = match limit_body(&mut req) {
-        Err(refused) => refused,
-        Ok(()) => match ep.call(req).instrument(span.clone()).await {
+        Some(refused) => refused,
+        None => match ep.call(req).instrument(span.clone()).await {
             Ok(output) => output.into_response(),
             Err(err) => err.into_response(),
         },
     };
     let status = response.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(status, latency_ms = started.elapsed().as_secs_f64() * 1e3, "request finished")
+        tracing::info!(
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request finished"
+        )
     });
 
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, id);
     }
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     // Swagger UI runs scripts and styles of its own; everything else is plain JSON.

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use poem::Response;
 use poem::http::StatusCode;
 use poem::http::header::CONTENT_TYPE;
-use poem::Response;
 
 use crate::db::DbError;
 use poem_openapi::payload::Json;
@@ -83,9 +83,14 @@ impl From<AppError> for ErrorResponse {
     fn from(e: AppError) -> Self {
         let p = |status, detail: String| Json(Problem::new(status, detail));
         match e {
-            AppError::NotFound(_) => ErrorResponse::NotFound(p(StatusCode::NOT_FOUND, e.to_string())),
+            AppError::NotFound(_) => {
+                ErrorResponse::NotFound(p(StatusCode::NOT_FOUND, e.to_string()))
+            }
             AppError::Validation(fields) => {
-                let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "the request has invalid fields");
+                let mut problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the request has invalid fields",
+                );
                 problem.problem_type = "/problems/validation-error".into();
                 problem.errors = Some(fields.0);
                 ErrorResponse::UnprocessableEntity(Json(problem))
@@ -94,17 +99,29 @@ impl From<AppError> for ErrorResponse {
             AppError::Unauthorized(detail) => {
                 ErrorResponse::Unauthorized(p(StatusCode::UNAUTHORIZED, detail.to_string()))
             }
-            AppError::Forbidden(detail) => ErrorResponse::Forbidden(p(StatusCode::FORBIDDEN, detail)),
-            AppError::TooManyRequests { retry_after_secs, detail } => {
-                ErrorResponse::TooManyRequests(p(StatusCode::TOO_MANY_REQUESTS, detail), retry_after_secs)
+            AppError::Forbidden(detail) => {
+                ErrorResponse::Forbidden(p(StatusCode::FORBIDDEN, detail))
             }
+            AppError::TooManyRequests {
+                retry_after_secs,
+                detail,
+            } => ErrorResponse::TooManyRequests(
+                p(StatusCode::TOO_MANY_REQUESTS, detail),
+                retry_after_secs,
+            ),
             AppError::Db(crate::db::DbError::Pool(deadpool_postgres::PoolError::Timeout(_))) => {
                 tracing::error!(error = %e, "database pool exhausted");
-                ErrorResponse::Unavailable(p(StatusCode::SERVICE_UNAVAILABLE, "the database is busy; retry shortly".into()))
+                ErrorResponse::Unavailable(p(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is busy; retry shortly".into(),
+                ))
             }
             AppError::Db(_) | AppError::Internal(_) => {
                 tracing::error!(error = %e, "request failed");
-                ErrorResponse::Internal(p(StatusCode::INTERNAL_SERVER_ERROR, "an unexpected error occurred".into()))
+                ErrorResponse::Internal(p(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "an unexpected error occurred".into(),
+                ))
             }
         }
     }
@@ -129,9 +146,15 @@ pub async fn into_problem(err: poem::Error) -> Response {
     if is_problem {
         return response;
     }
-    let status = if status.is_success() { StatusCode::INTERNAL_SERVER_ERROR } else { status };
+    let status = if status.is_success() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        status
+    };
     let detail = match status {
-        StatusCode::NOT_FOUND if detail.is_empty() || detail == "not found" => "no such resource".to_string(),
+        StatusCode::NOT_FOUND if detail.is_empty() || detail == "not found" => {
+            "no such resource".to_string()
+        }
         s if s.is_server_error() => {
             tracing::error!(error = %detail, "unhandled error");
             "an unexpected error occurred".to_string()

@@ -22,7 +22,8 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| ErrorResponse::from(AppError::Internal("API state missing".into())))?;
-    let principal = session::authenticate(&state.jwt, &bearer.token).map_err(ErrorResponse::from)?;
+    let principal =
+        session::authenticate(&state.jwt, &bearer.token).map_err(ErrorResponse::from)?;
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(principal.company));
     span.record("user", tracing::field::display(principal.user_id));
@@ -33,7 +34,11 @@ impl BearerAuth {
     /// Opens the caller's tenant transaction. The session check (revoked token, inactive
     /// user, suspended company) travels with its first statement, and nothing the
     /// transaction reads or writes survives a refusal.
-    pub async fn tenant_tx(&self, state: &ApiState, access: Access) -> Result<TenantTx, ErrorResponse> {
+    pub async fn tenant_tx(
+        &self,
+        state: &ApiState,
+        access: Access,
+    ) -> Result<TenantTx, ErrorResponse> {
         let guard = session::guard(&self.0, access);
         Ok(state.db.guarded_tenant_tx(self.0.company, guard).await?)
     }

@@ -30,7 +30,8 @@ pub struct JwtKeys {
 impl JwtKeys {
     pub fn new(secret: &Secret) -> Result<Self, AppError> {
         let bytes = secret.expose().as_bytes();
-        let key_error = |e: jsonwebtoken::errors::Error| AppError::Internal(format!("JWT key: {e}"));
+        let key_error =
+            |e: jsonwebtoken::errors::Error| AppError::Internal(format!("JWT key: {e}"));
         // Only HS256 is accepted: `alg: none` and algorithm substitution are refused.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
@@ -42,7 +43,12 @@ impl JwtKeys {
         })
     }
 
-    pub fn issue(&self, user: Uuid, company: Uuid, role: &str) -> Result<(String, Claims), AppError> {
+    pub fn issue(
+        &self,
+        user: Uuid,
+        company: Uuid,
+        role: &str,
+    ) -> Result<(String, Claims), AppError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user,
@@ -62,7 +68,9 @@ impl JwtKeys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AppError::Unauthorized("the access token has expired"),
+                ErrorKind::ExpiredSignature => {
+                    AppError::Unauthorized("the access token has expired")
+                }
                 _ => AppError::Unauthorized("the access token is not valid"),
             })
     }

@@ -88,9 +88,8 @@ pub async fn login(
         .await?;
     let stored_hash = row.as_ref().map(|r| r.get::<_, String>(3));
     let password_ok = password::verify(password, stored_hash).await;
-    let account = row.filter(|r| {
-        password_ok && r.get::<_, bool>(4) && r.get::<_, &str>(5) != "deleted"
-    });
+    let account =
+        row.filter(|r| password_ok && r.get::<_, bool>(4) && r.get::<_, &str>(5) != "deleted");
     let Some(account) = account else {
         throttle::record_failure(&conn, &throttle_keys).await?;
         return Err(AppError::Unauthorized(BAD_CREDENTIALS));
@@ -98,7 +97,15 @@ pub async fn login(
     throttle::clear_account(&conn, &throttle_keys).await?;
     let role = Role::parse(account.get(2))
         .ok_or_else(|| AppError::Internal("user with an unknown role".into()))?;
-    issue(&conn, keys, account.get(0), CompanyId(account.get(1)), role, None).await
+    issue(
+        &conn,
+        keys,
+        account.get(0),
+        CompanyId(account.get(1)),
+        role,
+        None,
+    )
+    .await
 }
 
 /// Rotates a refresh token. A token that was already rotated is being replayed, by its
@@ -150,13 +157,25 @@ pub async fn refresh(db: &Db, keys: &JwtKeys, token: &str) -> Result<Session, Ap
         &[&row.get::<_, Uuid>(0)],
     )
     .await?;
-    let session = issue(&tx, keys, row.get(2), CompanyId(row.get(3)), role, Some(family)).await?;
+    let session = issue(
+        &tx,
+        keys,
+        row.get(2),
+        CompanyId(row.get(3)),
+        role,
+        Some(family),
+    )
+    .await?;
     tx.commit().await?;
     Ok(session)
 }
 
 /// Revokes the caller's access token until it expires and, when given, its refresh token.
-pub async fn logout(db: &Db, principal: &Principal, refresh_token: Option<&str>) -> Result<(), AppError> {
+pub async fn logout(
+    db: &Db,
+    principal: &Principal,
+    refresh_token: Option<&str>,
+) -> Result<(), AppError> {
     let mut conn = db.shared().await?;
     let tx = conn.transaction().await?;
     tx.execute(
@@ -182,7 +201,8 @@ pub async fn logout(db: &Db, principal: &Principal, refresh_token: Option<&str>)
 /// or, for requests that touch no tenant data, by [`verify`].
 pub fn authenticate(keys: &JwtKeys, token: &str) -> Result<Principal, AppError> {
     let claims = keys.verify(token)?;
-    let role = Role::parse(&claims.role).ok_or(AppError::Unauthorized("the access token is not valid"))?;
+    let role =
+        Role::parse(&claims.role).ok_or(AppError::Unauthorized("the access token is not valid"))?;
     Ok(Principal {
         user_id: claims.sub,
         company: CompanyId(claims.tid),
@@ -245,7 +265,9 @@ pub fn refusal(reason: &str) -> AppError {
         "inactive" => AppError::Unauthorized("the account is not active"),
         "role_changed" => AppError::Unauthorized("the account's role has changed; log in again"),
         "deleted" => AppError::Unauthorized("the company no longer exists"),
-        "suspended" => AppError::Forbidden("the company is suspended; only its owner may read its data".into()),
+        "suspended" => {
+            AppError::Forbidden("the company is suspended; only its owner may read its data".into())
+        }
         _ => AppError::Unauthorized("the access token is not valid"),
     }
 }

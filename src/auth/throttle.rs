@@ -84,7 +84,10 @@ pub async fn record_failure(conn: &Object, keys: &LoginKeys) -> Result<(), AppEr
 
 /// A successful login clears the account's count (not the address's).
 pub async fn clear_account(conn: &Object, keys: &LoginKeys) -> Result<(), AppError> {
-    conn.execute("DELETE FROM login_failures WHERE key = $1", &[&keys.account])
-        .await?;
+    conn.execute(
+        "DELETE FROM login_failures WHERE key = $1",
+        &[&keys.account],
+    )
+    .await?;
     Ok(())
 }

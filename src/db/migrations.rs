@@ -32,17 +32,16 @@ const SHARED_MIGRATION_LOCK: i64 = 0x6573_7461_7465_0001;
 
 /// The tenant migrations in version order.
 pub fn tenant_migrations() -> Vec<Migration> {
-    let mut migrations = embedded_tenant::migrations::runner().get_migrations().clone();
+    let mut migrations = embedded_tenant::migrations::runner()
+        .get_migrations()
+        .clone();
     migrations.sort();
     migrations
 }
 
 /// The version a fully migrated tenant schema is at.
 pub fn latest_tenant_version() -> i32 {
-    tenant_migrations()
-        .last()
-        .map(|m| m.version())
-        .unwrap_or(0)
+    tenant_migrations().last().map(|m| m.version()).unwrap_or(0)
 }
 
 fn history_table(schema: &SchemaName) -> String {
@@ -65,12 +64,15 @@ pub fn history_table_ddl(schema: &SchemaName) -> String {
 /// Applies `shared_migrations/` and makes sure the tenants' group role exists.
 /// Uses its own connection: the session-level advisory lock must not touch the pool.
 pub async fn migrate_shared(database_url: &str, group_role: &RoleName) -> Result<usize, DbError> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let (mut client, connection) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&SHARED_MIGRATION_LOCK])
         .await?;
-    let report = embedded_shared::migrations::runner().run_async(&mut client).await?;
+    let report = embedded_shared::migrations::runner()
+        .run_async(&mut client)
+        .await?;
     // Tenant roles join this group; it carries the few shared-schema rights tenant work needs.
     client
         .batch_execute(&format!(
@@ -106,7 +108,10 @@ pub async fn apply_tenant_migrations(
 
 /// Every tenant migration plus its history row, as one SQL batch. Expects the schema and its
 /// history table to exist and the transaction's `search_path` to be the schema.
-pub fn tenant_ddl_batch(schema: &SchemaName, applied_on: OffsetDateTime) -> Result<String, DbError> {
+pub fn tenant_ddl_batch(
+    schema: &SchemaName,
+    applied_on: OffsetDateTime,
+) -> Result<String, DbError> {
     let applied_on = applied_on
         .format(&Rfc3339)
         .map_err(|e| DbError::InvalidIdentifier(format!("timestamp: {e}")))?;
@@ -167,7 +172,12 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_, '_> {
                 let checksum = checksum
                     .parse::<u64>()
                     .map_err(|e| InTransactionError::History(format!("checksum: {e}")))?;
-                Ok(Migration::applied(row.try_get(0)?, row.try_get(1)?, applied_on, checksum))
+                Ok(Migration::applied(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    applied_on,
+                    checksum,
+                ))
             })
             .collect()
     }

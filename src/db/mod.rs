@@ -101,7 +101,11 @@ impl Db {
     }
 
     /// A tenant transaction that goes on only if `guard` answers `ok` (see [`Guard`]).
-    pub async fn guarded_tenant_tx(&self, company: CompanyId, guard: Guard) -> Result<TenantTx, DbError> {
+    pub async fn guarded_tenant_tx(
+        &self,
+        company: CompanyId,
+        guard: Guard,
+    ) -> Result<TenantTx, DbError> {
         let tenant = self.naming.tenant(company);
         Ok(TenantTx::new(self.pool.get().await?, tenant, Some(guard)))
     }

@@ -204,7 +204,9 @@ impl Guard {
 
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Guard").field("sql", &self.sql).finish_non_exhaustive()
+        f.debug_struct("Guard")
+            .field("sql", &self.sql)
+            .finish_non_exhaustive()
     }
 }
 
@@ -258,7 +260,14 @@ impl TenantTx {
             let statement = conn.prepare_cached(sql).await?;
             conn.query(&statement, params).await
         };
-        pipelined(conn, &mut self.state, &self.tenant, self.guard.as_ref(), run).await
+        pipelined(
+            conn,
+            &mut self.state,
+            &self.tenant,
+            self.guard.as_ref(),
+            run,
+        )
+        .await
     }
 
     pub async fn query_opt(
@@ -276,7 +285,14 @@ impl TenantTx {
             let statement = conn.prepare_cached(sql).await?;
             conn.execute(&statement, params).await
         };
-        pipelined(conn, &mut self.state, &self.tenant, self.guard.as_ref(), run).await
+        pipelined(
+            conn,
+            &mut self.state,
+            &self.tenant,
+            self.guard.as_ref(),
+            run,
+        )
+        .await
     }
 
     /// Commits. A transaction that never sent a statement has nothing to commit.

@@ -29,10 +29,16 @@ impl NewCompany {
         full_name: Option<&str>,
     ) -> Result<Self, AppError> {
         let mut errors = FieldErrors::default();
-        let company_name = errors.check("company_name", required(company_name).and_then(|s| text(s, 1, 200)));
+        let company_name = errors.check(
+            "company_name",
+            required(company_name).and_then(|s| text(s, 1, 200)),
+        );
         let email = errors.check("email", required(email).and_then(EmailAddress::parse));
         let password = errors.check("password", required(password).and_then(new_password));
-        let full_name = errors.check("full_name", required(full_name).and_then(|s| text(s, 1, 200)));
+        let full_name = errors.check(
+            "full_name",
+            required(full_name).and_then(|s| text(s, 1, 200)),
+        );
         errors.finish(|| {
             Some(NewCompany {
                 company_name: company_name?,
@@ -73,7 +79,11 @@ pub fn slugify(name: &str) -> String {
     }
     let slug: String = slug.trim_end_matches('-').chars().take(50).collect();
     let slug = slug.trim_end_matches('-').to_string();
-    if slug.is_empty() { "company".into() } else { slug }
+    if slug.is_empty() {
+        "company".into()
+    } else {
+        slug
+    }
 }
 
 /// Registers a company. The answer comes only once the tenant is usable: its schema is
@@ -84,7 +94,10 @@ pub async fn register(db: &Db, keys: &JwtKeys, new: NewCompany) -> Result<Regist
     let mut conn = db.shared().await?;
     // Checked first only to spare the DDL; the unique index below is what guarantees it.
     let taken = conn
-        .query_opt("SELECT 1 FROM users WHERE lower(email) = lower($1)", &[&new.email.as_str()])
+        .query_opt(
+            "SELECT 1 FROM users WHERE lower(email) = lower($1)",
+            &[&new.email.as_str()],
+        )
         .await?
         .is_some();
     if taken {
@@ -106,7 +119,13 @@ pub async fn register(db: &Db, keys: &JwtKeys, new: NewCompany) -> Result<Regist
             &[&company.0, &new.company_name, &base_slug, &suffix],
         )
         .await
-        .map_err(|e| conflict_or(e.into(), "companies_slug_key", "a company with this name was just registered; try again"))?;
+        .map_err(|e| {
+            conflict_or(
+                e.into(),
+                "companies_slug_key",
+                "a company with this name was just registered; try again",
+            )
+        })?;
     let (slug, tier): (String, String) = (row.get(0), row.get(1));
 
     provision_tenant(&tx, db.naming(), &tenant).await?;
@@ -115,10 +134,22 @@ pub async fn register(db: &Db, keys: &JwtKeys, new: NewCompany) -> Result<Regist
     tx.execute(
         "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
          VALUES ($1, $2, $3, $4, $5, 'owner')",
-        &[&user_id, &company.0, &new.email.as_str(), &new.full_name, &password_hash],
+        &[
+            &user_id,
+            &company.0,
+            &new.email.as_str(),
+            &new.full_name,
+            &password_hash,
+        ],
     )
     .await
-    .map_err(|e| conflict_or(e.into(), "users_email_key", "an account with this email already exists"))?;
+    .map_err(|e| {
+        conflict_or(
+            e.into(),
+            "users_email_key",
+            "an account with this email already exists",
+        )
+    })?;
 
     let session = session::issue(&tx, keys, user_id, company, Role::Owner, None).await?;
     tx.commit().await?;
@@ -163,7 +194,9 @@ mod tests {
 
     #[test]
     fn registration_lists_every_bad_field() {
-        let Err(AppError::Validation(errors)) = NewCompany::parse(Some(""), Some("nope"), Some("short"), None) else {
+        let Err(AppError::Validation(errors)) =
+            NewCompany::parse(Some(""), Some("nope"), Some("short"), None)
+        else {
             panic!("expected a validation error");
         };
         let fields: Vec<&str> = errors.0.keys().map(String::as_str).collect();

@@ -21,7 +21,8 @@ pub enum EstateStatus {
 }
 
 impl EstateStatus {
-    pub const ALL: [EstateStatus; 4] = [Self::Planning, Self::Active, Self::SoldOut, Self::Archived];
+    pub const ALL: [EstateStatus; 4] =
+        [Self::Planning, Self::Active, Self::SoldOut, Self::Archived];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -102,7 +103,10 @@ impl NewEstate {
         let name = errors.check("name", required(name).and_then(parse_name));
         let location = errors.check("location", parse_location(location.unwrap_or("")));
         let description = errors.check("description", parse_description(description.unwrap_or("")));
-        let status = errors.check("status", status.map_or(Ok(EstateStatus::Planning), EstateStatus::parse));
+        let status = errors.check(
+            "status",
+            status.map_or(Ok(EstateStatus::Planning), EstateStatus::parse),
+        );
         errors.finish(|| {
             Some(NewEstate {
                 name: name?,
@@ -199,7 +203,10 @@ pub async fn list(tx: &mut TenantTx, filter: &EstateFilter) -> Result<Page<Estat
         conditions.push_str(&condition.replace('?', &format!("${}", params.len())));
     };
     if let Some(search) = &filter.search {
-        add(" AND search @@ websearch_to_tsquery('english', ?)", Box::new(search.clone()));
+        add(
+            " AND search @@ websearch_to_tsquery('english', ?)",
+            Box::new(search.clone()),
+        );
     }
     if let Some(status) = filter.status {
         add(" AND status = ?", Box::new(status.as_str()));
@@ -236,7 +243,10 @@ pub async fn list(tx: &mut TenantTx, filter: &EstateFilter) -> Result<Page<Estat
         }
         None => 0,
     };
-    let results = rows.iter().map(Estate::from_row).collect::<Result<_, _>>()?;
+    let results = rows
+        .iter()
+        .map(Estate::from_row)
+        .collect::<Result<_, _>>()?;
     Ok(Page {
         count,
         request: filter.page,
@@ -266,11 +276,17 @@ fn ensure_can_change(principal: &Principal, estate: &Estate) -> Result<(), AppEr
     if principal.role.can_change_others_work() || estate.created_by == principal.user_id {
         Ok(())
     } else {
-        Err(AppError::Forbidden("members may only change estates they created".into()))
+        Err(AppError::Forbidden(
+            "members may only change estates they created".into(),
+        ))
     }
 }
 
-pub async fn create(tx: &mut TenantTx, principal: &Principal, new: NewEstate) -> Result<Estate, AppError> {
+pub async fn create(
+    tx: &mut TenantTx,
+    principal: &Principal,
+    new: NewEstate,
+) -> Result<Estate, AppError> {
     ensure_can_write(principal)?;
     let sql = format!(
         "INSERT INTO estates (id, name, location, description, status, created_by)
@@ -339,6 +355,7 @@ pub async fn update(
 pub async fn delete(tx: &mut TenantTx, principal: &Principal, id: Uuid) -> Result<(), AppError> {
     let current = get_for_update(tx, id).await?;
     ensure_can_change(principal, &current)?;
-    tx.execute("DELETE FROM estates WHERE id = $1", &[&id]).await?;
+    tx.execute("DELETE FROM estates WHERE id = $1", &[&id])
+        .await?;
     Ok(())
 }

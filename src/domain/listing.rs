@@ -60,7 +60,11 @@ pub struct Ordering {
 }
 
 impl Ordering {
-    pub fn parse(raw: Option<&str>, allowed: &[&'static str], default: Ordering) -> Result<Ordering, String> {
+    pub fn parse(
+        raw: Option<&str>,
+        allowed: &[&'static str],
+        default: Ordering,
+    ) -> Result<Ordering, String> {
         let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(default);
         };
@@ -72,7 +76,12 @@ impl Ordering {
             .iter()
             .find(|c| **c == name)
             .map(|column| Ordering { column, descending })
-            .ok_or_else(|| format!("must be one of {}, optionally prefixed with -", allowed.join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "must be one of {}, optionally prefixed with -",
+                    allowed.join(", ")
+                )
+            })
     }
 
     /// The `ORDER BY` clause; `id` breaks ties so that pages never overlap.
@@ -101,12 +110,20 @@ pub fn parse_ids(raw: &str) -> Result<Vec<Uuid>, String> {
 mod tests {
     use super::*;
 
-    const DEFAULT: Ordering = Ordering { column: "created_at", descending: true };
+    const DEFAULT: Ordering = Ordering {
+        column: "created_at",
+        descending: true,
+    };
 
     #[test]
     fn ordering_is_whitelisted() {
         let allowed = ["name", "created_at"];
-        assert_eq!(Ordering::parse(Some("-name"), &allowed, DEFAULT).unwrap().sql(), "ORDER BY name DESC, id DESC");
+        assert_eq!(
+            Ordering::parse(Some("-name"), &allowed, DEFAULT)
+                .unwrap()
+                .sql(),
+            "ORDER BY name DESC, id DESC"
+        );
         assert_eq!(Ordering::parse(None, &allowed, DEFAULT).unwrap(), DEFAULT);
         assert!(Ordering::parse(Some("name; DROP TABLE x"), &allowed, DEFAULT).is_err());
         assert!(Ordering::parse(Some("--name"), &allowed, DEFAULT).is_err());
@@ -118,7 +135,14 @@ mod tests {
         assert!(PageRequest::parse_page_size(Some(101)).is_err());
         assert!(PageRequest::parse_page_size(Some(0)).is_err());
         assert!(PageRequest::parse_page(Some(0)).is_err());
-        let page = Page { count: 45, request: PageRequest { page: 3, page_size: 20 }, results: vec![(); 5] };
+        let page = Page {
+            count: 45,
+            request: PageRequest {
+                page: 3,
+                page_size: 20,
+            },
+            results: vec![(); 5],
+        };
         assert!(!page.has_next());
         assert!(page.has_previous());
     }

@@ -12,10 +12,30 @@ async fn framework_errors_are_problem_json() {
     let t = app.register("Acme").await;
     let token = Some(t.access_token.as_str());
 
-    problem(app.request(Method::GET, "/api/v1/nothing-here", token, None).await, 404).await;
-    problem(app.request(Method::PUT, "/api/v1/estates", token, None).await, 405).await;
-    problem(app.request(Method::GET, "/api/v1/estates/not-a-uuid", token, None).await, 400).await;
-    problem(app.request(Method::GET, "/api/v1/estates?page=abc", token, None).await, 400).await;
+    problem(
+        app.request(Method::GET, "/api/v1/nothing-here", token, None)
+            .await,
+        404,
+    )
+    .await;
+    problem(
+        app.request(Method::PUT, "/api/v1/estates", token, None)
+            .await,
+        405,
+    )
+    .await;
+    problem(
+        app.request(Method::GET, "/api/v1/estates/not-a-uuid", token, None)
+            .await,
+        400,
+    )
+    .await;
+    problem(
+        app.request(Method::GET, "/api/v1/estates?page=abc", token, None)
+            .await,
+        400,
+    )
+    .await;
 
     let malformed = app
         .http
@@ -53,17 +73,37 @@ async fn framework_errors_are_problem_json() {
 #[tokio::test]
 async fn responses_carry_security_headers_and_the_request_id() {
     let app = spawn_app().await;
-    let resp = app.http.get(app.url("/health")).header("x-request-id", "abc-123").send().await.unwrap();
+    let resp = app
+        .http
+        .get(app.url("/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
     assert_eq!(h["x-request-id"], "abc-123");
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["referrer-policy"], "no-referrer");
-    assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
-    assert!(h.get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(
+        h.get("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
 
-    let proxied = app.http.get(app.url("/health")).header("x-forwarded-proto", "https").send().await.unwrap();
+    let proxied = app
+        .http
+        .get(app.url("/health"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
     assert!(proxied.headers().get("strict-transport-security").is_some());
     let generated = app.http.get(app.url("/health")).send().await.unwrap();
     let id = generated.headers()["x-request-id"].to_str().unwrap();
@@ -76,5 +116,8 @@ async fn readiness_reports_postgres_and_redis() {
     let resp = app.http.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"status": "ok", "postgres": true, "redis": true}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "postgres": true, "redis": true})
+    );
 }

@@ -4,14 +4,17 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, TestApp, Tenant, problem, spawn_app};
+use crate::helpers::{PASSWORD, Tenant, TestApp, problem, spawn_app};
 
 #[tokio::test]
 async fn create_read_update_delete() {
     let app = spawn_app().await;
     let t = app.register("Acme").await;
     let created = app
-        .create_estate(&t.access_token, json!({"name": " Palm Court ", "location": "Lekki", "status": "active"}))
+        .create_estate(
+            &t.access_token,
+            json!({"name": " Palm Court ", "location": "Lekki", "status": "active"}),
+        )
         .await;
     assert_eq!(created["name"], "Palm Court", "names are trimmed");
     assert_eq!(created["status"], "active");
@@ -22,7 +25,12 @@ async fn create_read_update_delete() {
     assert_eq!(fetched, created);
 
     let patched = app
-        .request(Method::PATCH, &path, Some(&t.access_token), Some(json!({"status": "sold_out", "location": null})))
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&t.access_token),
+            Some(json!({"status": "sold_out", "location": null})),
+        )
         .await;
     assert_eq!(patched.status(), 200);
     let patched: Value = patched.json().await.unwrap();
@@ -30,7 +38,12 @@ async fn create_read_update_delete() {
     assert_eq!(patched["location"], "");
     assert_eq!(patched["name"], "Palm Court");
 
-    assert_eq!(app.request(Method::DELETE, &path, Some(&t.access_token), None).await.status(), 204);
+    assert_eq!(
+        app.request(Method::DELETE, &path, Some(&t.access_token), None)
+            .await
+            .status(),
+        204
+    );
     problem(app.get(&path, &t.access_token).await, 404).await;
 }
 
@@ -62,7 +75,12 @@ async fn bad_input_on_every_field_is_refused_and_writes_nothing() {
     }
     assert_eq!(app.estate_count(t.company_id).await, 0);
 
-    let estate = app.create_estate(&t.access_token, json!({"name": "Original", "location": "Here"})).await;
+    let estate = app
+        .create_estate(
+            &t.access_token,
+            json!({"name": "Original", "location": "Here"}),
+        )
+        .await;
     let path = format!("/api/v1/estates/{}", estate["id"].as_str().unwrap());
     let patches = [
         json!({"name": null}),
@@ -75,14 +93,24 @@ async fn bad_input_on_every_field_is_refused_and_writes_nothing() {
         json!({"id": Uuid::now_v7()}),
     ];
     for body in patches {
-        let resp = app.request(Method::PATCH, &path, token, Some(body.clone())).await;
+        let resp = app
+            .request(Method::PATCH, &path, token, Some(body.clone()))
+            .await;
         let status = resp.status().as_u16();
         assert!(status == 400 || status == 422, "{body}: {status}");
     }
     let after: Value = app.get(&path, &t.access_token).await.json().await.unwrap();
-    assert_eq!(after, estate, "a refused patch changes nothing, not even partly");
+    assert_eq!(
+        after, estate,
+        "a refused patch changes nothing, not even partly"
+    );
 
-    let v = problem(app.post("/api/v1/estates", token, json!({"name": "", "status": "x"})).await, 422).await;
+    let v = problem(
+        app.post("/api/v1/estates", token, json!({"name": "", "status": "x"}))
+            .await,
+        422,
+    )
+    .await;
     assert!(v["errors"]["name"].is_array() && v["errors"]["status"].is_array());
 }
 
@@ -99,8 +127,17 @@ async fn user_with_role(app: &TestApp, t: &Tenant, role: &str) -> String {
         )
         .await
         .unwrap();
-    let resp = app.post("/api/v1/auth/login", None, json!({"email": email, "password": PASSWORD})).await;
-    resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+    let resp = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
@@ -110,23 +147,63 @@ async fn viewers_read_members_change_only_their_own_admins_change_anything() {
     let viewer = user_with_role(&app, &t, "viewer").await;
     let member = user_with_role(&app, &t, "member").await;
     let admin = user_with_role(&app, &t, "admin").await;
-    let owners = app.create_estate(&t.access_token, json!({"name": "Owner's"})).await;
+    let owners = app
+        .create_estate(&t.access_token, json!({"name": "Owner's"}))
+        .await;
     let owners_path = format!("/api/v1/estates/{}", owners["id"].as_str().unwrap());
 
     assert_eq!(app.get(&owners_path, &viewer).await.status(), 200);
-    problem(app.post("/api/v1/estates", Some(&viewer), json!({"name": "V"})).await, 403).await;
+    problem(
+        app.post("/api/v1/estates", Some(&viewer), json!({"name": "V"}))
+            .await,
+        403,
+    )
+    .await;
 
-    let mine = app.create_estate(&member, json!({"name": "Member's"})).await;
+    let mine = app
+        .create_estate(&member, json!({"name": "Member's"}))
+        .await;
     let mine_path = format!("/api/v1/estates/{}", mine["id"].as_str().unwrap());
-    let own_patch = app.request(Method::PATCH, &mine_path, Some(&member), Some(json!({"name": "Mine"}))).await;
+    let own_patch = app
+        .request(
+            Method::PATCH,
+            &mine_path,
+            Some(&member),
+            Some(json!({"name": "Mine"})),
+        )
+        .await;
     assert_eq!(own_patch.status(), 200);
-    let other_patch = app.request(Method::PATCH, &owners_path, Some(&member), Some(json!({"name": "Taken"}))).await;
+    let other_patch = app
+        .request(
+            Method::PATCH,
+            &owners_path,
+            Some(&member),
+            Some(json!({"name": "Taken"})),
+        )
+        .await;
     problem(other_patch, 403).await;
-    problem(app.request(Method::DELETE, &owners_path, Some(&member), None).await, 403).await;
+    problem(
+        app.request(Method::DELETE, &owners_path, Some(&member), None)
+            .await,
+        403,
+    )
+    .await;
 
-    let admin_patch = app.request(Method::PATCH, &mine_path, Some(&admin), Some(json!({"name": "Admin's now"}))).await;
+    let admin_patch = app
+        .request(
+            Method::PATCH,
+            &mine_path,
+            Some(&admin),
+            Some(json!({"name": "Admin's now"})),
+        )
+        .await;
     assert_eq!(admin_patch.status(), 200);
-    assert_eq!(app.request(Method::DELETE, &owners_path, Some(&admin), None).await.status(), 204);
+    assert_eq!(
+        app.request(Method::DELETE, &owners_path, Some(&admin), None)
+            .await
+            .status(),
+        204
+    );
 }
 
 #[tokio::test]
@@ -137,7 +214,11 @@ async fn listing_paginates_filters_searches_and_orders() {
     let mut ids = Vec::new();
     for i in 0..25 {
         let status = if i % 5 == 0 { "active" } else { "planning" };
-        let description = if i == 7 { "Waterfront villas by the lagoon" } else { "Quiet plots" };
+        let description = if i == 7 {
+            "Waterfront villas by the lagoon"
+        } else {
+            "Quiet plots"
+        };
         let e = app
             .create_estate(token, json!({"name": format!("Estate {i:02}"), "status": status, "description": description}))
             .await;
@@ -153,18 +234,34 @@ async fn listing_paginates_filters_searches_and_orders() {
         }
     };
     let names = |v: &Value| -> Vec<String> {
-        v["results"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
     };
 
     let p1 = list("?page_size=10&ordering=name").await;
     assert_eq!(p1["count"], 25);
-    assert_eq!(names(&p1), (0..10).map(|i| format!("Estate {i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        names(&p1),
+        (0..10)
+            .map(|i| format!("Estate {i:02}"))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(p1["previous"], Value::Null);
-    assert_eq!(p1["next"], "/api/v1/estates?page_size=10&ordering=name&page=2");
+    assert_eq!(
+        p1["next"],
+        "/api/v1/estates?page_size=10&ordering=name&page=2"
+    );
     let p3 = list("?page_size=10&ordering=name&page=3").await;
     assert_eq!(names(&p3).len(), 5);
     assert_eq!(p3["next"], Value::Null);
-    assert_eq!(p3["previous"], "/api/v1/estates?page_size=10&ordering=name&page=2");
+    assert_eq!(
+        p3["previous"],
+        "/api/v1/estates?page_size=10&ordering=name&page=2"
+    );
     let past_end = list("?page_size=10&page=9").await;
     assert_eq!(past_end["count"], 25);
     assert_eq!(names(&past_end).len(), 0);
@@ -172,24 +269,47 @@ async fn listing_paginates_filters_searches_and_orders() {
     let desc = list("?ordering=-name&page_size=3").await;
     assert_eq!(names(&desc), ["Estate 24", "Estate 23", "Estate 22"]);
     let default_order = list("?page_size=1").await;
-    assert_eq!(names(&default_order), ["Estate 24"], "newest first by default");
+    assert_eq!(
+        names(&default_order),
+        ["Estate 24"],
+        "newest first by default"
+    );
 
     let active = list("?status=active&page_size=100").await;
     assert_eq!(active["count"], 5);
-    assert!(active["results"].as_array().unwrap().iter().all(|e| e["status"] == "active"));
+    assert!(
+        active["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "active")
+    );
 
     let search = list("?search=lagoons").await;
-    assert_eq!(names(&search), ["Estate 07"], "full-text search stems lagoons → lagoon");
+    assert_eq!(
+        names(&search),
+        ["Estate 07"],
+        "full-text search stems lagoons → lagoon"
+    );
 
     let picked = list(&format!("?ids={},{}&ordering=name", ids[3], ids[11])).await;
     assert_eq!(names(&picked), ["Estate 03", "Estate 11"]);
 
     let future = list("?created_after=2999-01-01T00:00:00Z").await;
     assert_eq!(future["count"], 0);
-    let past = list("?created_before=2999-01-01T00:00:00Z&created_after=2000-01-01T00:00:00Z").await;
+    let past =
+        list("?created_before=2999-01-01T00:00:00Z&created_after=2000-01-01T00:00:00Z").await;
     assert_eq!(past["count"], 25);
 
-    for bad in ["?page_size=101", "?page_size=0", "?page=0", "?ordering=password", "?status=nope", "?created_after=yesterday", "?ids=1,2"] {
+    for bad in [
+        "?page_size=101",
+        "?page_size=0",
+        "?page=0",
+        "?ordering=password",
+        "?status=nope",
+        "?created_after=yesterday",
+        "?ids=1,2",
+    ] {
         let body = problem(app.get(&format!("/api/v1/estates{bad}"), token).await, 422).await;
         assert!(body["errors"].is_object(), "{bad}");
     }

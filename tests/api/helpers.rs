@@ -24,9 +24,10 @@ pub fn pg_base() -> String {
 }
 
 pub async fn admin_client(database: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&format!("{}/{database}", pg_base()), tokio_postgres::NoTls)
-        .await
-        .expect("connect to PostgreSQL (is it running? scripts/test starts it)");
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{}/{database}", pg_base()), tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL (is it running? scripts/test starts it)");
     tokio::spawn(conn);
     client
 }
@@ -36,7 +37,11 @@ pub async fn admin_client(database: &str) -> tokio_postgres::Client {
 fn template_name() -> String {
     use std::hash::{Hash, Hasher};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shared_migrations");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("shared_migrations/").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("shared_migrations/")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for f in files {
@@ -54,7 +59,10 @@ async fn template() -> &'static str {
             let name = template_name();
             let admin = admin_client("postgres").await;
             // Serialize template creation across concurrent test processes.
-            admin.execute("SELECT pg_advisory_lock(724411)", &[]).await.unwrap();
+            admin
+                .execute("SELECT pg_advisory_lock(724411)", &[])
+                .await
+                .unwrap();
             let exists = admin
                 .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
                 .await
@@ -62,16 +70,30 @@ async fn template() -> &'static str {
                 .is_some();
             if !exists {
                 for stale in admin
-                    .query("SELECT datname FROM pg_database WHERE datname LIKE 'estate\\_tpl\\_%'", &[])
+                    .query(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'estate\\_tpl\\_%'",
+                        &[],
+                    )
                     .await
                     .unwrap()
                 {
                     let stale: String = stale.get(0);
-                    admin.batch_execute(&format!("DROP DATABASE \"{stale}\" WITH (FORCE)")).await.unwrap();
+                    admin
+                        .batch_execute(&format!("DROP DATABASE \"{stale}\" WITH (FORCE)"))
+                        .await
+                        .unwrap();
                 }
                 let building = format!("{name}_new");
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).await.unwrap();
-                admin.batch_execute(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
+                admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+                    ))
+                    .await
+                    .unwrap();
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{building}\""))
+                    .await
+                    .unwrap();
                 let config = test_config(&building);
                 migrate_shared(config.database_url.expose(), config.tenancy.group_role())
                     .await
@@ -84,7 +106,10 @@ async fn template() -> &'static str {
                     .await
                     .unwrap();
             }
-            admin.execute("SELECT pg_advisory_unlock(724411)", &[]).await.unwrap();
+            admin
+                .execute("SELECT pg_advisory_unlock(724411)", &[])
+                .await
+                .unwrap();
             name
         })
         .await
@@ -96,7 +121,10 @@ pub fn test_config(database: &str) -> Config {
         ("BIND_ADDR", "127.0.0.1:0".into()),
         ("JWT_SECRET", JWT_SECRET.into()),
         ("DATABASE_POOL_SIZE", "8".into()),
-        ("REDIS_URL", std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())),
+        (
+            "REDIS_URL",
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -116,7 +144,9 @@ impl TestDatabase {
         let name = format!("estate_t_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let admin = admin_client("postgres").await;
         admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+            ))
             .await
             .expect("clone the template database");
         let config = test_config(&name);
@@ -153,7 +183,10 @@ impl Drop for TestDatabase {
         let prefix = self.config.tenancy.role_prefix().to_string();
         // Drop may run while the test's runtime is unwinding: clean up on a thread of its own.
         let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let admin = admin_client("postgres").await;
                 admin
@@ -161,12 +194,18 @@ impl Drop for TestDatabase {
                     .await
                     .unwrap();
                 let roles = admin
-                    .query("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", &[&prefix])
+                    .query(
+                        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+                        &[&prefix],
+                    )
                     .await
                     .unwrap();
                 for role in roles {
                     let role: String = role.get(0);
-                    admin.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\"")).await.unwrap();
+                    admin
+                        .batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                        .await
+                        .unwrap();
                 }
             })
         });
@@ -194,13 +233,18 @@ pub struct Tenant {
 
 pub async fn spawn_app() -> TestApp {
     let database = TestDatabase::new().await;
-    let app = Application::build(&database.config).await.expect("build the application");
+    let app = Application::build(&database.config)
+        .await
+        .expect("build the application");
     let address = format!("http://{}", app.local_addr());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         state,
         database,
     }
@@ -211,7 +255,13 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -258,10 +308,14 @@ impl TestApp {
 
     /// Estates in a company's schema, counted directly (not through the API).
     pub async fn estate_count(&self, company: Uuid) -> i64 {
-        let schema = estate::db::tenancy::SchemaName::for_company(estate::db::tenancy::CompanyId(company));
+        let schema =
+            estate::db::tenancy::SchemaName::for_company(estate::db::tenancy::CompanyId(company));
         let client = self.database.client().await;
         client
-            .query_one(&format!("SELECT count(*) FROM {}.estates", schema.quoted()), &[])
+            .query_one(
+                &format!("SELECT count(*) FROM {}.estates", schema.quoted()),
+                &[],
+            )
             .await
             .unwrap()
             .get(0)
@@ -271,7 +325,10 @@ impl TestApp {
 /// Reads a problem+json answer, checking its content type and status field.
 pub async fn problem(resp: Response, status: u16) -> Value {
     assert_eq!(resp.status(), status, "status");
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     assert_eq!(ct.as_deref(), Some("application/problem+json"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], status);

@@ -20,19 +20,34 @@ async fn another_tenants_estate_answers_404_on_every_method() {
     let app = spawn_app().await;
     let a = app.register("Alpha Homes").await;
     let b = app.register("Beta Homes").await;
-    let estate = app.create_estate(&a.access_token, json!({"name": "Alpha Gardens"})).await;
+    let estate = app
+        .create_estate(&a.access_token, json!({"name": "Alpha Gardens"}))
+        .await;
     let path = format!("/api/v1/estates/{}", estate["id"].as_str().unwrap());
 
     let missing = format!("/api/v1/estates/{}", Uuid::now_v7());
     let missing_body = problem(app.get(&missing, &b.access_token).await, 404).await;
     let foreign_body = problem(app.get(&path, &b.access_token).await, 404).await;
-    assert_eq!(missing_body["detail"], foreign_body["detail"], "a foreign id looks exactly like a missing one");
+    assert_eq!(
+        missing_body["detail"], foreign_body["detail"],
+        "a foreign id looks exactly like a missing one"
+    );
 
     let patch = app
-        .request(Method::PATCH, &path, Some(&b.access_token), Some(json!({"name": "Stolen"})))
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&b.access_token),
+            Some(json!({"name": "Stolen"})),
+        )
         .await;
     problem(patch, 404).await;
-    problem(app.request(Method::DELETE, &path, Some(&b.access_token), None).await, 404).await;
+    problem(
+        app.request(Method::DELETE, &path, Some(&b.access_token), None)
+            .await,
+        404,
+    )
+    .await;
 
     let still: Value = app.get(&path, &a.access_token).await.json().await.unwrap();
     assert_eq!(still["name"], "Alpha Gardens");
@@ -49,7 +64,9 @@ async fn six_hundred_concurrent_mixed_tenant_requests_see_only_their_own_rows() 
         let mut ids = HashSet::new();
         // Different sizes per tenant, so a leaked or swapped answer shows in the count too.
         for j in 0..=i {
-            let e = app.create_estate(&t.access_token, json!({"name": format!("C{i} estate {j}")})).await;
+            let e = app
+                .create_estate(&t.access_token, json!({"name": format!("C{i} estate {j}")}))
+                .await;
             let id = e["id"].as_str().unwrap().to_string();
             owner_of.insert(id.clone(), i);
             ids.insert(id);
@@ -94,14 +111,20 @@ async fn six_hundred_concurrent_mixed_tenant_requests_see_only_their_own_rows() 
                     .iter()
                     .map(|e| e["id"].as_str().unwrap().to_string())
                     .collect();
-                assert_eq!(&got, own, "tenant {tenant} listed rows that are not its own");
+                assert_eq!(
+                    &got, own,
+                    "tenant {tenant} listed rows that are not its own"
+                );
                 assert_eq!(body["count"], own.len());
             }
             Some(id) if owner_of[id] == *tenant => {
                 assert_eq!(status, 200);
                 assert_eq!(body["id"], id.as_str());
             }
-            Some(_) => assert_eq!(status, 404, "tenant {tenant} fetched another tenant's estate"),
+            Some(_) => assert_eq!(
+                status, 404,
+                "tenant {tenant} fetched another tenant's estate"
+            ),
         }
     }
 }
@@ -115,31 +138,52 @@ async fn tenant_role_cannot_read_other_schemas_even_by_qualified_name() {
     let app = spawn_app().await;
     let a = app.register("Alpha").await;
     let b = app.register("Beta").await;
-    app.create_estate(&b.access_token, json!({"name": "Beta's secret"})).await;
+    app.create_estate(&b.access_token, json!({"name": "Beta's secret"}))
+        .await;
     let b_schema = SchemaName::for_company(CompanyId(b.company_id));
 
     let db = &app.state.db;
     let mut tx = db.tenant_tx(CompanyId(a.company_id)).await.unwrap();
     let err = tx
-        .query(&format!("SELECT name FROM {}.estates", b_schema.quoted()), &[])
+        .query(
+            &format!("SELECT name FROM {}.estates", b_schema.quoted()),
+            &[],
+        )
         .await
         .expect_err("reading another tenant's schema must fail");
-    assert_eq!(sql_state(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+    assert_eq!(
+        sql_state(&err),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
     drop(tx);
 
     // Nor the shared schema's credentials. (SET ROLE is checked against the session user,
     // so the tenant role guards against mistaken queries, not against injected SQL: every
     // query here is parameterized.)
-    for sql in ["SELECT email FROM public.users", "SELECT token_hash FROM public.refresh_tokens"] {
+    for sql in [
+        "SELECT email FROM public.users",
+        "SELECT token_hash FROM public.refresh_tokens",
+    ] {
         let mut tx = db.tenant_tx(CompanyId(a.company_id)).await.unwrap();
         let err = tx.query(sql, &[]).await.expect_err(sql);
-        assert_eq!(sql_state(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {err}");
+        assert_eq!(
+            sql_state(&err),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
     }
 
     // Its own schema it can read, as its own role.
     let mut tx = db.tenant_tx(CompanyId(a.company_id)).await.unwrap();
-    let row = tx.query("SELECT current_user::text, count(*) FROM estates", &[]).await.unwrap();
-    assert_eq!(row[0].get::<_, String>(0), db.naming().tenant(CompanyId(a.company_id)).role.as_str());
+    let row = tx
+        .query("SELECT current_user::text, count(*) FROM estates", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row[0].get::<_, String>(0),
+        db.naming().tenant(CompanyId(a.company_id)).role.as_str()
+    );
     tx.commit().await.unwrap();
 }
 
@@ -156,7 +200,10 @@ async fn no_tenant_state_survives_on_a_pooled_connection() {
 
     let assert_clean = |conn: deadpool_postgres::Object| async move {
         let row = conn
-            .query_one("SELECT current_setting('search_path'), current_user::text", &[])
+            .query_one(
+                "SELECT current_setting('search_path'), current_user::text",
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), "\"$user\", public");

@@ -16,7 +16,15 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
     let broken = app.register("Broken").await;
 
     let first = tenants::migrate_all(db, 4, false).await.unwrap();
-    assert_eq!((first.total, first.up_to_date, first.migrated, first.failed.len()), (3, 3, 0, 0));
+    assert_eq!(
+        (
+            first.total,
+            first.up_to_date,
+            first.migrated,
+            first.failed.len()
+        ),
+        (3, 3, 0, 0)
+    );
 
     let client = app.database.client().await;
     // "Behind": the registry says version 0, but its history is intact, so a run only
@@ -34,17 +42,32 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
         .unwrap();
 
     let second = tenants::migrate_all(db, 4, false).await.unwrap();
-    assert_eq!((second.total, second.up_to_date, second.migrated), (3, 1, 1));
+    assert_eq!(
+        (second.total, second.up_to_date, second.migrated),
+        (3, 1, 1)
+    );
     assert_eq!(second.failed.len(), 1);
     assert_eq!(second.failed[0].0, CompanyId(broken.company_id));
 
     let records = tenants::list(db).await.unwrap();
     let record = |id| records.iter().find(|r| r.company_id == id).unwrap();
-    assert_eq!(record(healthy.company_id).schema_version, latest_tenant_version());
-    assert_eq!(record(behind.company_id).schema_version, latest_tenant_version());
+    assert_eq!(
+        record(healthy.company_id).schema_version,
+        latest_tenant_version()
+    );
+    assert_eq!(
+        record(behind.company_id).schema_version,
+        latest_tenant_version()
+    );
     assert_eq!(record(behind.company_id).migration_status, "ok");
     assert_eq!(record(broken.company_id).migration_status, "failed");
-    assert!(record(broken.company_id).migration_error.as_deref().unwrap().contains("already exists"));
+    assert!(
+        record(broken.company_id)
+            .migration_error
+            .as_deref()
+            .unwrap()
+            .contains("already exists")
+    );
     // The failed tenant's transaction rolled back: its data is as it was.
     assert_eq!(app.estate_count(broken.company_id).await, 0);
 
@@ -54,6 +77,19 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
         .await
         .unwrap();
     let third = tenants::migrate_all(db, 4, false).await.unwrap();
-    assert_eq!((third.total, third.up_to_date, third.migrated, third.failed.len()), (3, 2, 1, 0));
-    assert_eq!(app.get("/api/v1/estates", &broken.access_token).await.status(), 200);
+    assert_eq!(
+        (
+            third.total,
+            third.up_to_date,
+            third.migrated,
+            third.failed.len()
+        ),
+        (3, 2, 1, 0)
+    );
+    assert_eq!(
+        app.get("/api/v1/estates", &broken.access_token)
+            .await
+            .status(),
+        200
+    );
 }

@@ -31,7 +31,10 @@ async fn a_failure_half_way_leaves_nothing_behind() {
         )
         .await;
     let body = problem(resp, 500).await;
-    assert!(!body["detail"].as_str().unwrap().contains("injected"), "internal errors are not echoed");
+    assert!(
+        !body["detail"].as_str().unwrap().contains("injected"),
+        "internal errors are not echoed"
+    );
 
     let count = |sql: &'static str| {
         let db = &db;
@@ -40,14 +43,29 @@ async fn a_failure_half_way_leaves_nothing_behind() {
     assert_eq!(count("SELECT count(*) FROM companies").await, 0);
     assert_eq!(count("SELECT count(*) FROM tenants").await, 0);
     assert_eq!(count("SELECT count(*) FROM refresh_tokens").await, 0);
-    assert_eq!(count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").await, 0);
-    assert_eq!(app.database.roles().await, before_roles, "no tenant role left behind");
+    assert_eq!(
+        count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").await,
+        0
+    );
+    assert_eq!(
+        app.database.roles().await,
+        before_roles,
+        "no tenant role left behind"
+    );
 
     // With the fault removed, the same registration succeeds: the failure was the fault's.
-    db.batch_execute("DROP TRIGGER fail_owner ON users").await.unwrap();
+    db.batch_execute("DROP TRIGGER fail_owner ON users")
+        .await
+        .unwrap();
     let t = app.register("Doomed").await;
-    assert_eq!(count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").await, 1);
-    assert_eq!(app.get("/api/v1/estates", &t.access_token).await.status(), 200);
+    assert_eq!(
+        count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").await,
+        1
+    );
+    assert_eq!(
+        app.get("/api/v1/estates", &t.access_token).await.status(),
+        200
+    );
 }
 
 /// Everything about a schema that migrations or grants decide, with the schema and role
@@ -82,9 +100,17 @@ async fn schema_snapshot(client: &tokio_postgres::Client, tenant: &Tenant) -> Ve
             );
         }
     }
-    let history = format!("SELECT 'history', version::text, name, checksum FROM {}.refinery_schema_history", tenant.schema.quoted());
+    let history = format!(
+        "SELECT 'history', version::text, name, checksum FROM {}.refinery_schema_history",
+        tenant.schema.quoted()
+    );
     for row in client.query(&history, &[]).await.unwrap() {
-        lines.push((0..4).map(|i| row.get::<_, String>(i)).collect::<Vec<_>>().join(" | "));
+        lines.push(
+            (0..4)
+                .map(|i| row.get::<_, String>(i))
+                .collect::<Vec<_>>()
+                .join(" | "),
+        );
     }
     lines.sort();
     lines
@@ -103,22 +129,40 @@ async fn fast_provisioning_builds_the_schema_that_migrating_one_by_one_builds() 
     let db: &Db = &app.state.db;
     let mut conn = db.shared().await.unwrap();
     let tx = conn.transaction().await.unwrap();
-    tx.batch_execute(&role_and_schema_sql(&naming, &slow_tenant)).await.unwrap();
-    tx.batch_execute(&schema_search_path_sql(&slow_tenant)).await.unwrap();
-    let version = apply_tenant_migrations(&tx, &slow_tenant.schema, false).await.unwrap();
+    tx.batch_execute(&role_and_schema_sql(&naming, &slow_tenant))
+        .await
+        .unwrap();
+    tx.batch_execute(&schema_search_path_sql(&slow_tenant))
+        .await
+        .unwrap();
+    let version = apply_tenant_migrations(&tx, &slow_tenant.schema, false)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(version, latest_tenant_version());
 
     let client = app.database.client().await;
     let fast_snapshot = schema_snapshot(&client, &fast_tenant).await;
     let slow_snapshot = schema_snapshot(&client, &slow_tenant).await;
-    assert!(fast_snapshot.iter().any(|l| l.starts_with("column | estates | name")));
-    assert!(fast_snapshot.iter().any(|l| l.starts_with("grant | estates | <role> | SELECT")));
+    assert!(
+        fast_snapshot
+            .iter()
+            .any(|l| l.starts_with("column | estates | name"))
+    );
+    assert!(
+        fast_snapshot
+            .iter()
+            .any(|l| l.starts_with("grant | estates | <role> | SELECT"))
+    );
     assert!(fast_snapshot.iter().any(|l| l.starts_with("history")));
     assert_eq!(fast_snapshot, slow_snapshot);
 
     // The tenant role has no rights on its own migration history.
-    assert!(!fast_snapshot.iter().any(|l| l.starts_with("grant | refinery_schema_history | <role>")));
+    assert!(
+        !fast_snapshot
+            .iter()
+            .any(|l| l.starts_with("grant | refinery_schema_history | <role>"))
+    );
 }
 
 #[tokio::test]
@@ -143,7 +187,10 @@ async fn a_provisioned_tenant_is_registered_as_fully_migrated() {
     // NOLOGIN unless TENANT_ROLE_LOGIN says otherwise.
     let admin = crate::helpers::admin_client("postgres").await;
     let can_login: bool = admin
-        .query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&expected.role.as_str()])
+        .query_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&expected.role.as_str()],
+        )
         .await
         .unwrap()
         .get(0);
@@ -159,11 +206,16 @@ async fn tenant_role_login_setting_creates_login_roles() {
     let tenant = config.tenancy.tenant(CompanyId(Uuid::now_v7()));
     let mut conn = db.shared().await.unwrap();
     let tx = conn.transaction().await.unwrap();
-    tx.batch_execute(&role_and_schema_sql(&config.tenancy, &tenant)).await.unwrap();
+    tx.batch_execute(&role_and_schema_sql(&config.tenancy, &tenant))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let admin = crate::helpers::admin_client("postgres").await;
     let row = admin
-        .query_one("SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = $1", &[&tenant.role.as_str()])
+        .query_one(
+            "SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = $1",
+            &[&tenant.role.as_str()],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0), "LOGIN");
