@@ -82,3 +82,18 @@ pub fn is_unique_violation(e: &DbError, constraint: &str) -> bool {
     e.sql_state() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
         && e.constraint() == Some(constraint)
 }
+
+/// An error and its causes on one line, for the registry and the operator's report.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

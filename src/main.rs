@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", estate::error::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

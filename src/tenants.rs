@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::db::migrations::{apply_tenant_migrations, latest_tenant_version};
 use crate::db::tenancy::{CompanyId, SchemaName};
 use crate::db::{Db, DbError};
+use crate::error::error_chain;
 
 #[derive(Debug, Clone)]
 pub struct TenantRecord {
@@ -167,19 +168,4 @@ async fn record_failure(db: &Db, company: CompanyId, message: &str) {
     if let Err(e) = result {
         tracing::error!(company = %company, error = %e, "could not record a tenant migration failure");
     }
-}
-
-/// An error and its causes on one line, for the registry and the operator's report.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
