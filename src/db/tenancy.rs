@@ -12,8 +12,8 @@ use std::fmt;
 
 use deadpool_postgres::Object;
 use futures::FutureExt;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use super::DbError;
@@ -255,18 +255,9 @@ impl TenantTx {
     /// SQL text and is shared by every tenant the connection serves: PostgreSQL re-resolves
     /// a cached plan when `search_path` changes, so each tenant still reads its own tables.
     pub async fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
-        let conn = self.conn.as_ref().ok_or(DbError::Finished)?;
-        let run = async {
-            let statement = conn.prepare_cached(sql).await?;
+        self.run(sql, |conn, statement| async move {
             conn.query(&statement, params).await
-        };
-        pipelined(
-            conn,
-            &mut self.state,
-            &self.tenant,
-            self.guard.as_ref(),
-            run,
-        )
+        })
         .await
     }
 
@@ -280,19 +271,35 @@ impl TenantTx {
 
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
-        let conn = self.conn.as_ref().ok_or(DbError::Finished)?;
-        let run = async {
-            let statement = conn.prepare_cached(sql).await?;
+        self.run(sql, |conn, statement| async move {
             conn.execute(&statement, params).await
-        };
-        pipelined(
-            conn,
-            &mut self.state,
-            &self.tenant,
-            self.guard.as_ref(),
-            run,
-        )
+        })
         .await
+    }
+
+    /// Prepares `sql` (cached) and runs `work` with it, opening the transaction first if
+    /// this is its first statement.
+    async fn run<'s, T, Fut>(
+        &'s mut self,
+        sql: &str,
+        work: impl FnOnce(&'s Object, Statement) -> Fut,
+    ) -> Result<T, DbError>
+    where
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let TenantTx {
+            conn,
+            tenant,
+            guard,
+            state,
+        } = self;
+        let conn: &'s Option<Object> = conn;
+        let conn = conn.as_ref().ok_or(DbError::Finished)?;
+        let work = async {
+            let statement = conn.prepare_cached(sql).await?;
+            work(conn, statement).await
+        };
+        pipelined(conn, state, tenant, guard.as_ref(), work).await
     }
 
     /// Commits. A transaction that never sent a statement has nothing to commit.

@@ -19,6 +19,18 @@ async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response 
     .await
 }
 
+/// Asserts that a refresh with this token is refused.
+async fn refresh_is_refused(app: &TestApp, refresh_token: &str) {
+    let resp = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": refresh_token}),
+        )
+        .await;
+    problem(resp, 401).await;
+}
+
 fn sign(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -140,16 +152,7 @@ async fn logout_revokes_the_access_token_and_the_refresh_token() {
     assert_eq!(resp.status(), 204);
     let after = problem(app.get("/api/v1/estates", &t.access_token).await, 401).await;
     assert!(after["detail"].as_str().unwrap().contains("revoked"));
-    problem(
-        app.post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": t.refresh_token}),
-        )
-        .await,
-        401,
-    )
-    .await;
+    refresh_is_refused(&app, &t.refresh_token).await;
 }
 
 #[tokio::test]
@@ -176,26 +179,8 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     );
 
     // The old token again: refused, and the family's newer token dies with it.
-    problem(
-        app.post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": t.refresh_token}),
-        )
-        .await,
-        401,
-    )
-    .await;
-    problem(
-        app.post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": rotated}),
-        )
-        .await,
-        401,
-    )
-    .await;
+    refresh_is_refused(&app, &t.refresh_token).await;
+    refresh_is_refused(&app, &rotated).await;
     // Another login's family is untouched.
     let fresh: Value = login(&app, &t.email, PASSWORD).await.json().await.unwrap();
     let again = app
@@ -221,16 +206,7 @@ async fn deactivated_users_lose_access_at_once() {
     .unwrap();
     problem(app.get("/api/v1/estates", &t.access_token).await, 401).await;
     problem(login(&app, &t.email, PASSWORD).await, 401).await;
-    problem(
-        app.post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": t.refresh_token}),
-        )
-        .await,
-        401,
-    )
-    .await;
+    refresh_is_refused(&app, &t.refresh_token).await;
 }
 
 #[tokio::test]

@@ -138,10 +138,26 @@ pub struct TestDatabase {
     pub config: Config,
 }
 
+fn new_database_name() -> String {
+    format!("estate_t_{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
 impl TestDatabase {
+    /// A database with nothing in it, not even the shared migrations.
+    pub async fn empty() -> Self {
+        let name = new_database_name();
+        let admin = admin_client("postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create a database");
+        let config = test_config(&name);
+        TestDatabase { name, config }
+    }
+
     pub async fn new() -> Self {
         let template = template().await;
-        let name = format!("estate_t_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let name = new_database_name();
         let admin = admin_client("postgres").await;
         admin
             .batch_execute(&format!(

@@ -1,0 +1,112 @@
+//! The `estate` command itself: configuration errors, `openapi`, `worker`, `tenants list`.
+
+use std::process::{Command, Output};
+
+use crate::helpers::{TestDatabase, spawn_app};
+
+fn estate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_estate"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    // Run where no .env file can be picked up.
+    cmd.current_dir(std::env::temp_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run the estate binary")
+}
+
+#[test]
+fn a_bad_setting_stops_the_process_with_one_line_naming_it() {
+    for (name, value) in [
+        ("JWT_SECRET", "too-short-secret-value"),
+        ("BIND_ADDR", "nowhere"),
+        ("DATABASE_URL", "mysql://localhost/estate"),
+        ("TENANT_ROLE_LOGIN", "perhaps"),
+    ] {
+        let out = estate(&["serve"], &[(name, value)]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+    let out = estate(&["serve"], &[("APP_ENV", "production")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+    let out = estate(&["serve"], &[("JWT_SECRET", "hunter2-is-not-a-secret")]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("hunter2"),
+        "secrets are never printed"
+    );
+}
+
+#[test]
+fn openapi_prints_the_checked_in_document() {
+    let out = estate(&["openapi"], &[]);
+    assert!(out.status.success());
+    let file = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json"))
+        .unwrap();
+    assert!(
+        out.stdout == file,
+        "openapi.json differs from `estate openapi`"
+    );
+}
+
+#[test]
+fn the_worker_says_it_is_not_built_yet_instead_of_pretending() {
+    let out = estate(&["worker"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+}
+
+#[tokio::test]
+async fn tenants_list_and_migrate_report_each_tenant() {
+    let app = spawn_app().await;
+    let t = app.register("Listed Homes").await;
+    let url = app.database.config.database_url.expose().to_string();
+    let list = estate(&["tenants", "list"], &[("DATABASE_URL", &url)]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let text = String::from_utf8_lossy(&list.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&t.company_id.to_string()))
+        .expect("the tenant is listed");
+    assert!(
+        line.contains("Listed Homes") && line.contains(" ok "),
+        "{line}"
+    );
+    let version = estate::db::migrations::latest_tenant_version().to_string();
+    assert!(line.split_whitespace().any(|w| w == version), "{line}");
+
+    let migrate = estate(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&migrate.stdout)
+            .contains("1 total, 1 up to date, 0 migrated, 0 failed")
+    );
+}
+
+#[tokio::test]
+async fn migrate_builds_an_empty_database_and_is_idempotent() {
+    let database = TestDatabase::empty().await;
+    let url = database.config.database_url.expose().to_string();
+    // Idempotent: the second run finds nothing to do.
+    for _ in 0..2 {
+        let out = estate(&["migrate"], &[("DATABASE_URL", &url)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("0 total"));
+    }
+}
