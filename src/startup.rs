@@ -9,6 +9,7 @@ use poem::listener::TcpAcceptor;
 
 use crate::api::{self, ApiState};
 use crate::auth::jwt::JwtKeys;
+use crate::auth::session;
 use crate::config::{Config, JwtSecret};
 use crate::db::{Db, migrations};
 use crate::error::AppError;
@@ -40,7 +41,7 @@ impl Application {
                 "JWT_SECRET is not set: using a random key, tokens will not survive a restart"
             );
         }
-        let db = Db::connect(config).map_err(AppError::from)?;
+        let db = Db::connect_with(config, session::connection_setup()).map_err(AppError::from)?;
         let jwt = JwtKeys::new(config.jwt_secret.secret())?;
         let redis = redis::Client::open(config.redis_url.expose())?;
         let bind = |source| StartupError::Bind {

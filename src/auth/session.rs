@@ -5,14 +5,13 @@ use std::net::IpAddr;
 use base64::Engine;
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
 use super::{Access, Principal, Role, password};
 use crate::db::Db;
-use crate::db::tenancy::{CompanyId, Guard};
+use crate::db::tenancy::{CompanyId, Guard, GuardArg};
 use crate::error::AppError;
 
 pub const REFRESH_TOKEN_TTL_DAYS: i32 = 30;
@@ -230,28 +229,49 @@ const SESSION_VERDICT: &str = "
     LEFT JOIN public.users u ON u.id = $1 AND u.company_id = $2
     LEFT JOIN public.companies c ON c.id = u.company_id";
 
-fn verdict_params(principal: &Principal, access: Access) -> Vec<Box<dyn ToSql + Sync + Send>> {
-    vec![
-        Box::new(principal.user_id),
-        Box::new(principal.company.0),
-        Box::new(principal.jti),
-        Box::new(principal.role.as_str()),
-        Box::new(access == Access::Read),
-    ]
+/// The name under which every pooled connection prepares [`SESSION_VERDICT`].
+const SESSION_VERDICT_STATEMENT: &str = "estate_session_verdict";
+
+/// What each pooled connection runs once when it is created (see `Db::connect_with`): the
+/// session check, prepared, so that checking a session inside a tenant transaction costs
+/// neither a round trip nor a query plan.
+pub fn connection_setup() -> Vec<String> {
+    vec![format!(
+        "PREPARE {SESSION_VERDICT_STATEMENT}(uuid, uuid, uuid, text, boolean) AS {SESSION_VERDICT}"
+    )]
 }
 
 /// The session check that travels with a tenant transaction's first statement.
 pub fn guard(principal: &Principal, access: Access) -> Guard {
-    Guard::new(SESSION_VERDICT, verdict_params(principal, access))
+    Guard::execute(
+        SESSION_VERDICT_STATEMENT,
+        vec![
+            GuardArg::Uuid(principal.user_id),
+            GuardArg::Uuid(principal.company.0),
+            GuardArg::Uuid(principal.jti),
+            GuardArg::Name(principal.role.as_str()),
+            GuardArg::Bool(access == Access::Read),
+        ],
+    )
 }
 
 /// Checks the session on its own round trip, for requests that use no tenant transaction.
 pub async fn verify(db: &Db, principal: &Principal, access: Access) -> Result<(), AppError> {
     let conn = db.shared().await?;
     let statement = conn.prepare_cached(SESSION_VERDICT).await?;
-    let params = verdict_params(principal, access);
-    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-    let verdict: String = conn.query_one(&statement, &params).await?.get(0);
+    let verdict: String = conn
+        .query_one(
+            &statement,
+            &[
+                &principal.user_id,
+                &principal.company.0,
+                &principal.jti,
+                &principal.role.as_str(),
+                &(access == Access::Read),
+            ],
+        )
+        .await?
+        .get(0);
     match verdict.as_str() {
         "ok" => Ok(()),
         reason => Err(refusal(reason)),

@@ -5,7 +5,11 @@ pub mod migrations;
 pub mod provisioning;
 pub mod tenancy;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
+
+use deadpool_postgres::{
+    HookError, Manager, ManagerConfig, Object, Pool, PoolConfig, RecyclingMethod, Runtime,
+};
 use tokio_postgres::NoTls;
 
 use crate::config::Config;
@@ -58,6 +62,13 @@ pub struct Db {
 
 impl Db {
     pub fn connect(config: &Config) -> Result<Self, DbError> {
+        Self::connect_with(config, Vec::new())
+    }
+
+    /// Like [`Db::connect`], and every new connection first runs `setup`: statements that
+    /// create session-lifetime objects the server relies on, such as the prepared
+    /// statement of a [`Guard`]. Never settings: those are transaction-local.
+    pub fn connect_with(config: &Config, setup: Vec<String>) -> Result<Self, DbError> {
         let pg: tokio_postgres::Config = config
             .database_url
             .expose()
@@ -72,9 +83,22 @@ impl Db {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let setup: Arc<[String]> = setup.into();
         let pool = Pool::builder(manager)
-            .max_size(config.database_pool_size)
+            .config(PoolConfig::new(config.database_pool_size))
             .runtime(Runtime::Tokio1)
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let setup = setup.clone();
+                Box::pin(async move {
+                    for sql in setup.iter() {
+                        client
+                            .batch_execute(sql)
+                            .await
+                            .map_err(HookError::Backend)?;
+                    }
+                    Ok(())
+                })
+            }))
             .build()
             .map_err(|e| DbError::PoolBuild(e.to_string()))?;
         Ok(Db {

@@ -13,7 +13,7 @@ use std::fmt;
 use deadpool_postgres::Object;
 use futures::FutureExt;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 use uuid::Uuid;
 
 use super::DbError;
@@ -166,47 +166,73 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// The statements that open a tenant transaction, sent as one simple-protocol message.
-    /// If `SET LOCAL ROLE` fails the block is aborted, so nothing after it can run outside
-    /// the tenant's rights.
-    fn prelude(&self) -> String {
+    /// The statements that open a tenant transaction, sent as one simple-protocol message:
+    /// `BEGIN`, the guard if any (with the server's rights), then `search_path` and
+    /// `SET LOCAL ROLE`. If any of them fails the block is aborted, so nothing after it can
+    /// run outside the tenant's rights.
+    fn prelude(&self, guard: Option<&Guard>) -> String {
         format!(
-            "BEGIN; SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
+            "BEGIN; {}SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}",
+            guard.map(|g| format!("{}; ", g.sql())).unwrap_or_default(),
             self.schema.quoted(),
             self.role.quoted()
         )
     }
 }
 
-/// A query run on the transaction's connection just before it begins, with the server's
-/// rights, whose first column decides whether the transaction may go on: `ok`, or the
-/// reason it may not. Then every statement of the transaction fails with
-/// [`DbError::Refused`] and it rolls back. Authentication uses it to check the caller's
-/// session in the same round trip as the first query.
+/// A check run first in a tenant transaction, with the server's rights, whose first
+/// column decides whether the transaction may go on: `ok`, or the reason it may not. Then
+/// every statement of the transaction fails with [`DbError::Refused`] and it rolls back.
+/// Authentication uses it to check the caller's session in the same round trip as the
+/// first query.
 ///
-/// The SQL is a `&'static str`: a constant of the program, never text from a request.
-/// It is prepared once per connection and, running before `search_path` changes, keeps its
-/// cached plan across tenants.
+/// It executes a statement that each pooled connection prepared when it was created (see
+/// [`super::Db::connect_with`]), so its plan is cached; a connection without it fails the
+/// transaction instead of skipping the check. Its arguments are typed values rendered by
+/// this module, never request text.
+#[derive(Debug, Clone)]
 pub struct Guard {
-    sql: &'static str,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    statement: &'static str,
+    args: Vec<GuardArg>,
+}
+
+/// An argument of a guard, rendered as a SQL literal.
+#[derive(Debug, Clone)]
+pub enum GuardArg {
+    Uuid(Uuid),
+    /// A name from a closed set in the program, such as a role.
+    Name(&'static str),
+    Bool(bool),
 }
 
 impl Guard {
-    pub fn new(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Self {
-        Guard { sql, params }
+    /// `statement` is the name of a prepared statement (a program constant).
+    pub fn execute(statement: &'static str, args: Vec<GuardArg>) -> Self {
+        Guard { statement, args }
     }
 
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as _).collect()
+    fn sql(&self) -> String {
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| match a {
+                GuardArg::Uuid(u) => format!("'{u}'"),
+                GuardArg::Name(n) => format!("'{}'", n.replace('\'', "''")),
+                GuardArg::Bool(b) => b.to_string(),
+            })
+            .collect();
+        format!("EXECUTE {}({})", self.statement, args.join(", "))
     }
 }
 
-impl fmt::Debug for Guard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Guard")
-            .field("sql", &self.sql)
-            .finish_non_exhaustive()
+fn guard_verdict(messages: &[SimpleQueryMessage]) -> Result<(), DbError> {
+    let verdict = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+        _ => None,
+    });
+    match verdict.flatten().as_deref() {
+        Some("ok") => Ok(()),
+        other => Err(DbError::Refused(other.unwrap_or("unknown").to_string())),
     }
 }
 
@@ -331,29 +357,12 @@ async fn pipelined<T>(
         TxState::Open => Ok(work.await?),
         TxState::NotStarted => {
             *state = TxState::Open;
-            // Prepared before anything is sent (a no-op once cached), so that the guard's
-            // execution goes out first, ahead of the prelude, and runs with the server's rights.
-            let guard = match guard {
-                Some(g) => Some((conn.prepare_cached(g.sql).await?, g.params())),
-                None => None,
-            };
-            let check = async {
-                match &guard {
-                    Some((statement, params)) => conn.query_opt(statement, params).await,
-                    None => Ok(None),
-                }
-            };
-            let prelude = tenant.prelude();
-            let (verdict, opened, result) = tokio::join!(check, conn.batch_execute(&prelude), work);
-            if let Some(row) = verdict? {
-                let verdict: Option<&str> = row.try_get(0)?;
-                if verdict != Some("ok") {
-                    return Err(DbError::Refused(verdict.unwrap_or("unknown").to_string()));
-                }
-            } else if guard.is_some() {
-                return Err(DbError::Refused("unknown".into()));
+            let prelude = tenant.prelude(guard);
+            let (opened, result) = tokio::join!(conn.simple_query(&prelude), work);
+            let messages = opened?;
+            if guard.is_some() {
+                guard_verdict(&messages)?;
             }
-            opened?;
             Ok(result?)
         }
     }

@@ -235,3 +235,31 @@ async fn no_tenant_state_survives_on_a_pooled_connection() {
     assert_clean(db.shared().await.unwrap()).await;
     assert_eq!(app.estate_count(a.company_id).await, 0);
 }
+
+/// The session check executes a statement each pooled connection prepares when created. On
+/// a connection without it, the transaction must fail, never run unchecked.
+#[tokio::test]
+async fn a_guarded_transaction_fails_closed_without_its_prepared_check() {
+    let app = spawn_app().await;
+    let a = app.register("Alpha").await;
+    let principal = estate::auth::session::authenticate(&app.state.jwt, &a.access_token).unwrap();
+    let guard = || estate::auth::session::guard(&principal, estate::auth::Access::Read);
+
+    let bare = Db::connect(&app.database.config).unwrap();
+    let mut tx = bare
+        .guarded_tenant_tx(CompanyId(a.company_id), guard())
+        .await
+        .unwrap();
+    assert!(tx.query("SELECT count(*) FROM estates", &[]).await.is_err());
+
+    // The server's own pool has it, and the same check passes there.
+    let mut tx = app
+        .state
+        .db
+        .guarded_tenant_tx(CompanyId(a.company_id), guard())
+        .await
+        .unwrap();
+    let rows = tx.query("SELECT count(*) FROM estates", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+    tx.commit().await.unwrap();
+}
