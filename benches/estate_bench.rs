@@ -154,7 +154,7 @@ async fn run(config: &Config) {
         tokens.push(keys.issue(user, company.0, "owner").unwrap().0);
     }
     drop(conn);
-    conn_analyze(&db).await;
+    settle(&db).await;
 
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
@@ -219,11 +219,9 @@ async fn run(config: &Config) {
     );
 }
 
-async fn conn_analyze(db: &Db) {
-    db.shared()
-        .await
-        .unwrap()
-        .batch_execute("ANALYZE")
-        .await
-        .unwrap();
+/// Statistics for the planner, and the provisioning's WAL flushed now rather than by a
+/// checkpoint in the middle of the read load.
+async fn settle(db: &Db) {
+    let conn = db.shared().await.unwrap();
+    conn.batch_execute("ANALYZE; CHECKPOINT").await.unwrap();
 }
