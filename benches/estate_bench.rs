@@ -151,7 +151,7 @@ async fn run(config: &Config) {
         )
         .await
         .unwrap();
-        tokens.push(keys.issue(user, company.0, "owner").unwrap().0);
+        tokens.push(keys.issue(user, company.0, "owner", None).unwrap().0);
     }
     drop(conn);
     settle(&db).await;

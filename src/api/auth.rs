@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
 use super::{ApiState, ApiTags};
-use crate::auth::Access;
+use crate::auth::permissions::Operation;
 use crate::auth::session::{self, Session};
 use crate::domain::companies::{self, NewCompany};
 use crate::error::{AppError, FieldErrors};
@@ -201,7 +201,7 @@ impl AuthApi {
         state: Data<&Arc<ApiState>>,
         body: Json<LogoutRequest>,
     ) -> Result<LogoutResponse, ErrorResponse> {
-        auth.verify(&state, Access::Write).await?;
+        auth.verified(&state, Operation::Logout).await?;
         session::logout(&state.db, &auth.0, body.0.refresh_token.as_deref()).await?;
         Ok(LogoutResponse::LoggedOut)
     }

@@ -11,11 +11,11 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
-use super::listing::links;
+use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
 use super::{ApiState, ApiTags};
-use crate::auth::Access;
+use crate::auth::permissions::Operation;
 use crate::domain::estates::{
     self, DEFAULT_ORDERING, Estate, EstateFilter, EstatePatch, EstateStatus, NewEstate,
     ORDERING_FIELDS, PatchField,
@@ -133,15 +133,6 @@ pub enum DeletedEstate {
     Deleted,
 }
 
-fn parse_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
-    raw.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| "must be an RFC 3339 timestamp, e.g. 2026-01-31T00:00:00Z".to_string())
-    })
-    .transpose()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn parse_filter(
     page: Option<i64>,
@@ -230,7 +221,7 @@ impl EstatesApi {
             created_before.0,
             ids.0,
         )?;
-        let mut tx = auth.tenant_tx(&state, Access::Read).await?;
+        let mut tx = auth.tenant_tx(&state, Operation::EstatesList).await?;
         let page = estates::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
@@ -257,7 +248,7 @@ impl EstatesApi {
             b.description.as_deref(),
             b.status.as_deref(),
         )?;
-        let mut tx = auth.tenant_tx(&state, Access::Write).await?;
+        let mut tx = auth.tenant_tx(&state, Operation::EstatesCreate).await?;
         let estate = estates::create(&mut tx, &auth.0, new).await?;
         tx.commit().await?;
         Ok(CreatedEstate::Created(Json(estate.into())))
@@ -271,7 +262,7 @@ impl EstatesApi {
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<EstateBody>, ErrorResponse> {
-        let mut tx = auth.tenant_tx(&state, Access::Read).await?;
+        let mut tx = auth.tenant_tx(&state, Operation::EstatesGet).await?;
         let estate = estates::get(&mut tx, id.0).await?;
         tx.commit_read_only()?;
         Ok(Json(estate.into()))
@@ -293,7 +284,7 @@ impl EstatesApi {
             patch_field(&b.description),
             patch_field(&b.status),
         )?;
-        let mut tx = auth.tenant_tx(&state, Access::Write).await?;
+        let mut tx = auth.tenant_tx(&state, Operation::EstatesUpdate).await?;
         let estate = estates::update(&mut tx, &auth.0, id.0, patch).await?;
         tx.commit().await?;
         Ok(Json(estate.into()))
@@ -307,7 +298,7 @@ impl EstatesApi {
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<DeletedEstate, ErrorResponse> {
-        let mut tx = auth.tenant_tx(&state, Access::Write).await?;
+        let mut tx = auth.tenant_tx(&state, Operation::EstatesDelete).await?;
         estates::delete(&mut tx, &auth.0, id.0).await?;
         tx.commit().await?;
         Ok(DeletedEstate::Deleted)

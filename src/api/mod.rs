@@ -2,12 +2,14 @@
 //! poem-openapi so the OpenAPI document is generated from the code.
 
 pub mod auth;
+pub mod companies;
 pub mod estates;
 pub mod health;
 pub mod listing;
 pub mod middleware;
 pub mod problem;
 pub mod security;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -33,15 +35,31 @@ pub enum ApiTags {
     Health,
     /// Registration, login and tokens
     Auth,
+    /// The caller's company
+    Companies,
+    /// Users of the caller's company and their roles
+    Users,
     /// Estates of the caller's company
     Estates,
 }
 
-pub type Apis = (health::HealthApi, auth::AuthApi, estates::EstatesApi);
+pub type Apis = (
+    health::HealthApi,
+    auth::AuthApi,
+    companies::CompaniesApi,
+    users::UsersApi,
+    estates::EstatesApi,
+);
 
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (health::HealthApi, auth::AuthApi, estates::EstatesApi),
+        (
+            health::HealthApi,
+            auth::AuthApi,
+            companies::CompaniesApi,
+            users::UsersApi,
+            estates::EstatesApi,
+        ),
         "Estate API",
         env!("CARGO_PKG_VERSION"),
     )

@@ -9,7 +9,8 @@ use poem_openapi::auth::Bearer;
 
 use super::ApiState;
 use super::problem::ErrorResponse;
-use crate::auth::{Access, Principal, session};
+use crate::auth::permissions::{self, Operation};
+use crate::auth::{Principal, session};
 use crate::db::tenancy::TenantTx;
 use crate::error::AppError;
 
@@ -31,20 +32,29 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
 }
 
 impl BearerAuth {
-    /// Opens the caller's tenant transaction. The session check (revoked token, inactive
-    /// user, suspended company) travels with its first statement, and nothing the
-    /// transaction reads or writes survives a refusal.
+    /// Checks the permission table for `operation`, then opens the caller's tenant
+    /// transaction. The session check (revoked token, inactive user, changed role,
+    /// suspended company) travels with its first statement, and nothing the transaction
+    /// reads or writes survives a refusal.
     pub async fn tenant_tx(
         &self,
         state: &ApiState,
-        access: Access,
+        operation: Operation,
     ) -> Result<TenantTx, ErrorResponse> {
+        let access = permissions::permit(&self.0, operation)?;
         let guard = session::guard(&self.0, access);
         Ok(state.db.guarded_tenant_tx(self.0.company, guard).await?)
     }
 
-    /// Checks the session on its own, for handlers that open no tenant transaction.
-    pub async fn verify(&self, state: &ApiState, access: Access) -> Result<(), ErrorResponse> {
-        Ok(session::verify(&state.db, &self.0, access).await?)
+    /// Checks the permission table for `operation` and the session on its own round trip,
+    /// for handlers that work on the shared schema and open no tenant transaction.
+    pub async fn verified(
+        &self,
+        state: &ApiState,
+        operation: Operation,
+    ) -> Result<&Principal, ErrorResponse> {
+        let access = permissions::permit(&self.0, operation)?;
+        session::verify(&state.db, &self.0, access).await?;
+        Ok(&self.0)
     }
 }

@@ -19,6 +19,10 @@ pub struct Claims {
     pub exp: i64,
     pub iat: i64,
     pub jti: Uuid,
+    /// The login session (refresh-token family) the token was issued for, so that a
+    /// password change can end every other session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 pub struct JwtKeys {
@@ -48,6 +52,7 @@ impl JwtKeys {
         user: Uuid,
         company: Uuid,
         role: &str,
+        session: Option<Uuid>,
     ) -> Result<(String, Claims), AppError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -57,6 +62,7 @@ impl JwtKeys {
             iat: now,
             exp: now + ACCESS_TOKEN_TTL_SECS,
             jti: Uuid::new_v4(),
+            sid: session,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::Internal(format!("signing a token: {e}")))?;

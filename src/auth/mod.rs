@@ -5,6 +5,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod permissions;
 pub mod session;
 pub mod throttle;
 
@@ -39,16 +40,6 @@ impl Role {
             _ => None,
         }
     }
-
-    /// Viewers may only read.
-    pub fn can_write(self) -> bool {
-        self != Role::Viewer
-    }
-
-    /// Admins and owners may change anything in their company, whoever created it.
-    pub fn can_change_others_work(self) -> bool {
-        matches!(self, Role::Owner | Role::Admin)
-    }
 }
 
 /// Whether a request only reads or may write: a suspended company's owner may still read.
@@ -68,5 +59,7 @@ pub struct Principal {
     pub role: Role,
     /// The access token's id, so logout can revoke exactly this token.
     pub jti: Uuid,
+    /// The login session (refresh-token family), when the token names one.
+    pub session: Option<Uuid>,
     pub token_expires_at: i64,
 }

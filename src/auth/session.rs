@@ -42,7 +42,8 @@ pub async fn issue(
     role: Role,
     family: Option<Uuid>,
 ) -> Result<Session, AppError> {
-    let (access_token, _) = keys.issue(user, company.0, role.as_str())?;
+    let family = family.unwrap_or_else(Uuid::now_v7);
+    let (access_token, _) = keys.issue(user, company.0, role.as_str(), Some(family))?;
     let secret: [u8; 32] = rand::random();
     let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     client
@@ -51,7 +52,7 @@ pub async fn issue(
              VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6))",
             &[
                 &Uuid::now_v7(),
-                &family.unwrap_or_else(Uuid::now_v7),
+                &family,
                 &user,
                 &company.0,
                 &refresh_token_hash(&refresh_token),
@@ -207,6 +208,7 @@ pub fn authenticate(keys: &JwtKeys, token: &str) -> Result<Principal, AppError> 
         company: CompanyId(claims.tid),
         role,
         jti: claims.jti,
+        session: claims.sid,
         token_expires_at: claims.exp,
     })
 }

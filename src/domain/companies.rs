@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::values::{EmailAddress, new_password, required, text};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::session::{self, Session};
-use crate::auth::{Role, password};
+use crate::auth::{Principal, Role, password};
 use crate::db::Db;
 use crate::db::provisioning::provision_tenant;
 use crate::db::tenancy::CompanyId;
@@ -166,6 +166,73 @@ pub async fn register(db: &Db, keys: &JwtKeys, new: NewCompany) -> Result<Regist
         role: Role::Owner,
         session,
     })
+}
+
+/// A company as its members see it.
+#[derive(Debug, Clone)]
+pub struct CompanyDetails {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub tier: String,
+    pub status: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+const COMPANY_COLUMNS: &str = "id, name, slug, tier, status, created_at, updated_at";
+
+impl CompanyDetails {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, AppError> {
+        Ok(CompanyDetails {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            slug: row.try_get(2)?,
+            tier: row.try_get(3)?,
+            status: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            updated_at: row.try_get(6)?,
+        })
+    }
+}
+
+/// The caller's own company; any other id answers 404, like a missing one.
+pub async fn get(db: &Db, principal: &Principal, id: Uuid) -> Result<CompanyDetails, AppError> {
+    if id != principal.company.0 {
+        return Err(AppError::NotFound("company"));
+    }
+    let conn = db.shared().await?;
+    let sql = format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE id = $1");
+    match conn.query_opt(&sql, &[&id]).await? {
+        Some(row) => CompanyDetails::from_row(&row),
+        None => Err(AppError::NotFound("company")),
+    }
+}
+
+pub fn parse_company_name(raw: Option<&str>) -> Result<Option<String>, AppError> {
+    let mut errors = FieldErrors::default();
+    let name = errors.check("name", raw.map(|s| text(s, 1, 200)).transpose());
+    errors.finish(|| name)
+}
+
+/// Renames the caller's company. The slug stays: it may be in links already.
+pub async fn update(
+    db: &Db,
+    principal: &Principal,
+    id: Uuid,
+    name: Option<String>,
+) -> Result<CompanyDetails, AppError> {
+    if id != principal.company.0 {
+        return Err(AppError::NotFound("company"));
+    }
+    let conn = db.shared().await?;
+    let sql = format!(
+        "UPDATE companies SET name = coalesce($2, name), updated_at = now() WHERE id = $1 RETURNING {COMPANY_COLUMNS}"
+    );
+    match conn.query_opt(&sql, &[&id, &name]).await? {
+        Some(row) => CompanyDetails::from_row(&row),
+        None => Err(AppError::NotFound("company")),
+    }
 }
 
 fn email_taken() -> AppError {

@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::listing::{Ordering, Page, PageRequest};
+use super::listing::{Filters, Ordering, Page, PageRequest};
 use super::values::{required, text};
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::db::tenancy::TenantTx;
 use crate::error::{AppError, FieldErrors};
 
@@ -54,6 +53,8 @@ pub struct Estate {
 }
 
 const COLUMNS: &str = "id, name, location, description, status, created_by, created_at, updated_at";
+/// Index of the window count that follows [`COLUMNS`] in a page query.
+const COLUMN_COUNT: usize = 8;
 
 impl Estate {
     fn from_row(row: &Row) -> Result<Self, AppError> {
@@ -193,54 +194,36 @@ pub const DEFAULT_ORDERING: Ordering = Ordering {
     descending: true,
 };
 
-/// Lists estates. The total comes from a window count in the same query, so a page costs
-/// one statement; only a page past the end needs a separate count.
+/// Lists estates: one statement per page (see [`Filters::page_sql`]).
 pub async fn list(tx: &mut TenantTx, filter: &EstateFilter) -> Result<Page<Estate>, AppError> {
-    let mut conditions = String::new();
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    let mut add = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
-        params.push(value);
-        conditions.push_str(&condition.replace('?', &format!("${}", params.len())));
-    };
+    let mut filters = Filters::default();
     if let Some(search) = &filter.search {
-        add(
-            " AND search @@ websearch_to_tsquery('english', ?)",
-            Box::new(search.clone()),
+        filters.and(
+            "search @@ websearch_to_tsquery('english', ?)",
+            search.clone(),
         );
     }
     if let Some(status) = filter.status {
-        add(" AND status = ?", Box::new(status.as_str()));
+        filters.and("status = ?", status.as_str());
     }
     if let Some(after) = filter.created_after {
-        add(" AND created_at >= ?", Box::new(after));
+        filters.and("created_at >= ?", after);
     }
     if let Some(before) = filter.created_before {
-        add(" AND created_at < ?", Box::new(before));
+        filters.and("created_at < ?", before);
     }
     if let Some(ids) = &filter.ids {
-        add(" AND id = ANY(?)", Box::new(ids.clone()));
+        filters.and("id = ANY(?)", ids.clone());
     }
-    let filter_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-    let n = filter_params.len();
-    let sql = format!(
-        "SELECT {COLUMNS}, count(*) OVER () FROM estates WHERE true{conditions} {} LIMIT ${} OFFSET ${}",
-        filter.ordering.sql(),
-        n + 1,
-        n + 2
-    );
-    let limit = filter.page.page_size;
-    let offset = filter.page.offset();
-    let mut page_params = filter_params.clone();
-    page_params.push(&limit);
-    page_params.push(&offset);
-    let rows = tx.query(&sql, &page_params).await?;
-
+    let limit_offset = filter.page.limit_offset();
+    let sql = filters.page_sql(COLUMNS, "estates", &filter.ordering);
+    let rows = tx.query(&sql, &filters.page_params(&limit_offset)).await?;
     let count = match rows.first() {
-        Some(row) => row.try_get::<_, i64>(8)?,
-        None if filter.page.page > 1 => {
-            let sql = format!("SELECT count(*) FROM estates WHERE true{conditions}");
-            tx.query(&sql, &filter_params).await?[0].try_get(0)?
-        }
+        Some(row) => row.try_get::<_, i64>(COLUMN_COUNT)?,
+        None if filter.page.page > 1 => tx
+            .query(&filters.count_sql("estates"), &filters.params())
+            .await?[0]
+            .try_get(0)?,
         None => 0,
     };
     let results = rows
@@ -262,18 +245,10 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
     }
 }
 
-fn ensure_can_write(principal: &Principal) -> Result<(), AppError> {
-    if principal.role.can_write() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden("viewers may only read".into()))
-    }
-}
-
-/// Members may change only what they created; admins and owners anything.
+/// Members may change only what they created; admins and owners anything. (Who may write
+/// at all is the permission table's business.)
 fn ensure_can_change(principal: &Principal, estate: &Estate) -> Result<(), AppError> {
-    ensure_can_write(principal)?;
-    if principal.role.can_change_others_work() || estate.created_by == principal.user_id {
+    if principal.role.at_least(Role::Admin) || estate.created_by == principal.user_id {
         Ok(())
     } else {
         Err(AppError::Forbidden(
@@ -287,7 +262,6 @@ pub async fn create(
     principal: &Principal,
     new: NewEstate,
 ) -> Result<Estate, AppError> {
-    ensure_can_write(principal)?;
     let sql = format!(
         "INSERT INTO estates (id, name, location, description, status, created_by)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"

@@ -1,6 +1,7 @@
 //! Pagination and ordering for list endpoints (SPEC §4): `page`, `page_size` (≤ 100),
 //! `ordering=field` / `-field`, answered as `{count, next, previous, results}`.
 
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
@@ -32,6 +33,11 @@ impl PageRequest {
 
     pub fn offset(&self) -> i64 {
         (self.page - 1) * self.page_size
+    }
+
+    /// `[LIMIT, OFFSET]` values, for [`Filters::page_params`].
+    pub fn limit_offset(&self) -> [i64; 2] {
+        [self.page_size, self.offset()]
     }
 }
 
@@ -88,6 +94,55 @@ impl Ordering {
     pub fn sql(&self) -> String {
         let dir = if self.descending { "DESC" } else { "ASC" };
         format!("ORDER BY {} {dir}, id {dir}", self.column)
+    }
+}
+
+/// The `WHERE` conditions of a list query and their parameters, built from parsed filters
+/// only: column names and operators are program text, values always travel as parameters.
+#[derive(Default)]
+pub struct Filters {
+    conditions: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Filters {
+    /// Adds `AND <condition>`, where every `?` stands for `value`'s parameter.
+    pub fn and(&mut self, condition: &'static str, value: impl ToSql + Sync + Send + 'static) {
+        self.params.push(Box::new(value));
+        let placeholder = format!("${}", self.params.len());
+        self.conditions.push_str(" AND ");
+        self.conditions
+            .push_str(&condition.replace('?', &placeholder));
+    }
+
+    /// The page query: `columns`, then the total as a window count in the last column,
+    /// so one statement answers both; its last two parameters are limit and offset.
+    pub fn page_sql(&self, columns: &str, from: &str, ordering: &Ordering) -> String {
+        let n = self.params.len();
+        format!(
+            "SELECT {columns}, count(*) OVER () FROM {from} WHERE true{} {} LIMIT ${} OFFSET ${}",
+            self.conditions,
+            ordering.sql(),
+            n + 1,
+            n + 2
+        )
+    }
+
+    /// The count alone, for a page past the end (which has no row to carry the total).
+    pub fn count_sql(&self, from: &str) -> String {
+        format!("SELECT count(*) FROM {from} WHERE true{}", self.conditions)
+    }
+
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as _).collect()
+    }
+
+    /// The filter parameters followed by limit and offset, for [`Filters::page_sql`].
+    pub fn page_params<'a>(&'a self, limit_offset: &'a [i64; 2]) -> Vec<&'a (dyn ToSql + Sync)> {
+        let mut params = self.params();
+        params.push(&limit_offset[0]);
+        params.push(&limit_offset[1]);
+        params
     }
 }
 

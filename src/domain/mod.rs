@@ -4,4 +4,5 @@
 pub mod companies;
 pub mod estates;
 pub mod listing;
+pub mod users;
 pub mod values;

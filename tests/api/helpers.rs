@@ -318,7 +318,13 @@ impl TestApp {
 
     pub async fn create_estate(&self, token: &str, body: Value) -> Value {
         let resp = self.post("/api/v1/estates", Some(token), body).await;
-        assert_eq!(resp.status(), 201);
+        let status = resp.status();
+        if status != 201 {
+            panic!(
+                "creating an estate: {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
         resp.json().await.unwrap()
     }
 

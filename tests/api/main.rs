@@ -9,4 +9,6 @@ mod estates;
 mod isolation;
 mod migrations;
 mod openapi;
+mod permissions;
 mod provisioning;
+mod users;

@@ -1,0 +1,114 @@
+//! `/companies`: the caller's own company, and nothing else.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use uuid::Uuid;
+
+use super::problem::ErrorResponse;
+use super::security::BearerAuth;
+use super::{ApiState, ApiTags};
+use crate::auth::permissions::Operation;
+use crate::domain::companies::{self, CompanyDetails, parse_company_name};
+
+pub struct CompaniesApi;
+
+#[derive(Object)]
+#[oai(rename = "Company")]
+pub struct CompanyBody {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    /// `starter`, `professional` or `enterprise`.
+    pub tier: String,
+    /// `active`, `suspended` or `deleted`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<CompanyDetails> for CompanyBody {
+    fn from(c: CompanyDetails) -> Self {
+        CompanyBody {
+            id: c.id,
+            name: c.name,
+            slug: c.slug,
+            tier: c.tier,
+            status: c.status,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct CompanyPage {
+    /// Always 1: a caller sees only its own company.
+    pub count: i64,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+    pub results: Vec<CompanyBody>,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateCompany {
+    /// 1–200 characters.
+    pub name: Option<String>,
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Companies")]
+impl CompaniesApi {
+    /// The caller's company, as a one-item list.
+    #[oai(path = "/companies", method = "get")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+    ) -> Result<Json<CompanyPage>, ErrorResponse> {
+        let principal = auth.verified(&state, Operation::CompaniesList).await?;
+        let company = companies::get(&state.db, principal, principal.company.0).await?;
+        Ok(Json(CompanyPage {
+            count: 1,
+            next: None,
+            previous: None,
+            results: vec![company.into()],
+        }))
+    }
+
+    /// The caller's company. Any other id answers 404.
+    #[oai(path = "/companies/:id", method = "get")]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<CompanyBody>, ErrorResponse> {
+        let principal = auth.verified(&state, Operation::CompaniesGet).await?;
+        Ok(Json(
+            companies::get(&state.db, principal, id.0).await?.into(),
+        ))
+    }
+
+    /// Rename the company (admins and owners).
+    #[oai(path = "/companies/:id", method = "patch")]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+        body: Json<UpdateCompany>,
+    ) -> Result<Json<CompanyBody>, ErrorResponse> {
+        let name = parse_company_name(body.0.name.as_deref())?;
+        let principal = auth.verified(&state, Operation::CompaniesUpdate).await?;
+        Ok(Json(
+            companies::update(&state.db, principal, id.0, name)
+                .await?
+                .into(),
+        ))
+    }
+}

@@ -1,0 +1,162 @@
+//! The permission table: for every operation of the API, the least role that may call it
+//! and whether it reads or writes (read-scoped API keys may only read). One table, read by
+//! one check, and walked by a test that calls every endpoint as every role.
+//!
+//! Ownership rules that depend on the object ("members may change what they created",
+//! "only an owner may make an owner") are the domain's, on top of this table.
+
+use super::{Access, Principal, Role};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    EstatesList,
+    EstatesCreate,
+    EstatesGet,
+    EstatesUpdate,
+    EstatesDelete,
+    UsersList,
+    UsersCreate,
+    UsersGet,
+    UsersUpdate,
+    UsersChangePassword,
+    UsersToggleStatus,
+    CompaniesList,
+    CompaniesGet,
+    CompaniesUpdate,
+    Logout,
+}
+
+/// Who may perform an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub least_role: Role,
+    pub access: Access,
+}
+
+const fn rule(least_role: Role, access: Access) -> Rule {
+    Rule { least_role, access }
+}
+
+impl Operation {
+    pub const ALL: [Operation; 15] = [
+        Operation::EstatesList,
+        Operation::EstatesCreate,
+        Operation::EstatesGet,
+        Operation::EstatesUpdate,
+        Operation::EstatesDelete,
+        Operation::UsersList,
+        Operation::UsersCreate,
+        Operation::UsersGet,
+        Operation::UsersUpdate,
+        Operation::UsersChangePassword,
+        Operation::UsersToggleStatus,
+        Operation::CompaniesList,
+        Operation::CompaniesGet,
+        Operation::CompaniesUpdate,
+        Operation::Logout,
+    ];
+
+    /// The endpoint (method, OpenAPI path) that performs the operation. A test checks that
+    /// every secured endpoint of the OpenAPI document appears here, so none is left out.
+    pub const fn endpoint(self) -> (&'static str, &'static str) {
+        match self {
+            Operation::EstatesList => ("get", "/api/v1/estates"),
+            Operation::EstatesCreate => ("post", "/api/v1/estates"),
+            Operation::EstatesGet => ("get", "/api/v1/estates/{id}"),
+            Operation::EstatesUpdate => ("patch", "/api/v1/estates/{id}"),
+            Operation::EstatesDelete => ("delete", "/api/v1/estates/{id}"),
+            Operation::UsersList => ("get", "/api/v1/users"),
+            Operation::UsersCreate => ("post", "/api/v1/users"),
+            Operation::UsersGet => ("get", "/api/v1/users/{id}"),
+            Operation::UsersUpdate => ("patch", "/api/v1/users/{id}"),
+            Operation::UsersChangePassword => ("post", "/api/v1/users/{id}/change_password"),
+            Operation::UsersToggleStatus => ("post", "/api/v1/users/{id}/toggle_status"),
+            Operation::CompaniesList => ("get", "/api/v1/companies"),
+            Operation::CompaniesGet => ("get", "/api/v1/companies/{id}"),
+            Operation::CompaniesUpdate => ("patch", "/api/v1/companies/{id}"),
+            Operation::Logout => ("post", "/api/v1/auth/logout"),
+        }
+    }
+
+    /// The table.
+    pub const fn rule(self) -> Rule {
+        use Access::{Read, Write};
+        use Role::{Admin, Member, Viewer};
+        match self {
+            Operation::EstatesList | Operation::EstatesGet => rule(Viewer, Read),
+            // Members: only estates they created (checked by the domain).
+            Operation::EstatesCreate | Operation::EstatesUpdate | Operation::EstatesDelete => {
+                rule(Member, Write)
+            }
+            Operation::UsersList | Operation::UsersGet => rule(Viewer, Read),
+            Operation::UsersCreate | Operation::UsersToggleStatus => rule(Admin, Write),
+            // Anyone may change their own name; only admins others' (checked by the domain).
+            Operation::UsersUpdate => rule(Viewer, Write),
+            // One's own password only (checked by the domain).
+            Operation::UsersChangePassword => rule(Viewer, Write),
+            Operation::CompaniesList | Operation::CompaniesGet => rule(Viewer, Read),
+            Operation::CompaniesUpdate => rule(Admin, Write),
+            Operation::Logout => rule(Viewer, Write),
+        }
+    }
+}
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Member => 1,
+            Role::Admin => 2,
+            Role::Owner => 3,
+        }
+    }
+
+    /// True when this role is at least `other`.
+    pub fn at_least(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+}
+
+/// The one check: may this principal perform this operation at all?
+pub fn permit(principal: &Principal, operation: Operation) -> Result<Access, AppError> {
+    let rule = operation.rule();
+    if principal.role.at_least(rule.least_role) {
+        Ok(rule.access)
+    } else {
+        Err(AppError::Forbidden(format!(
+            "this requires the {} role or higher",
+            rule.least_role.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Owner.at_least(Role::Admin));
+        assert!(Role::Admin.at_least(Role::Member));
+        assert!(Role::Member.at_least(Role::Viewer));
+        assert!(!Role::Viewer.at_least(Role::Member));
+        assert!(!Role::Admin.at_least(Role::Owner));
+    }
+
+    #[test]
+    fn viewers_may_write_nothing_but_their_own_account_and_session() {
+        for op in Operation::ALL {
+            let r = op.rule();
+            if r.access == Access::Write && r.least_role == Role::Viewer {
+                assert!(
+                    matches!(
+                        op,
+                        Operation::UsersUpdate | Operation::UsersChangePassword | Operation::Logout
+                    ),
+                    "{op:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Walks every secured endpoint as every role and checks the answer against the
+//! permission table in `auth::permissions`.
+
+use std::collections::BTreeSet;
+
+use estate::auth::Role;
+use estate::auth::permissions::Operation;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{PASSWORD, Tenant, TestApp, spawn_app};
+
+/// A user of `t`'s company with `role`, logged in: (user id, access token).
+pub async fn member_of(app: &TestApp, t: &Tenant, role: &str) -> (Uuid, String) {
+    let email = format!("{role}-{}@example.com", Uuid::new_v4().simple());
+    let resp = app
+        .post(
+            "/api/v1/users",
+            Some(&t.access_token),
+            json!({"email": email, "full_name": role, "role": role, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "create a {role}");
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let login: Value = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    (id, login["access_token"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn every_secured_endpoint_of_the_api_is_in_the_permission_table() {
+    let spec: Value = serde_json::from_str(&estate::api::openapi_json()).unwrap();
+    let mut secured = BTreeSet::new();
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            if op.get("security").is_some() {
+                secured.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    let table: BTreeSet<(String, String)> = Operation::ALL
+        .iter()
+        .map(|op| {
+            let (m, p) = op.endpoint();
+            (m.to_string(), p.to_string())
+        })
+        .collect();
+    assert_eq!(secured, table);
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_every_role_as_the_table_says() {
+    let app = spawn_app().await;
+    let owner = app.register("Walked Homes").await;
+    let (victim, _) = member_of(&app, &owner, "member").await;
+
+    // Everyone exists before anyone logs out (logout ends the owner's token too).
+    let mut callers = vec![(Role::Owner, owner.user_id, owner.access_token.clone())];
+    for role in [Role::Admin, Role::Member, Role::Viewer] {
+        let (user, token) = member_of(&app, &owner, role.as_str()).await;
+        callers.push((role, user, token));
+    }
+    let mut fixtures = Vec::new();
+    for (role, _, token) in &callers {
+        // An estate of the caller's own where it may create one (members change only their own).
+        let creator = if role.at_least(Role::Member) {
+            token
+        } else {
+            &owner.access_token
+        };
+        let estate = app
+            .create_estate(creator, json!({"name": format!("{role:?}'s")}))
+            .await;
+        fixtures.push(estate["id"].as_str().unwrap().to_string());
+    }
+    for ((role, user, token), own_estate) in callers.into_iter().zip(fixtures) {
+        let company = owner.company_id;
+        // Logout last: it ends the session the others use.
+        let mut operations = Operation::ALL.to_vec();
+        operations.sort_by_key(|op| matches!(op, Operation::Logout | Operation::EstatesDelete));
+        for op in operations {
+            let (method, body, path) = match op {
+                Operation::EstatesList => (Method::GET, None, "/api/v1/estates".to_string()),
+                Operation::EstatesCreate => (
+                    Method::POST,
+                    Some(json!({"name": "walk"})),
+                    "/api/v1/estates".into(),
+                ),
+                Operation::EstatesGet => {
+                    (Method::GET, None, format!("/api/v1/estates/{own_estate}"))
+                }
+                Operation::EstatesUpdate => (
+                    Method::PATCH,
+                    Some(json!({"status": "active"})),
+                    format!("/api/v1/estates/{own_estate}"),
+                ),
+                Operation::EstatesDelete => (
+                    Method::DELETE,
+                    None,
+                    format!("/api/v1/estates/{own_estate}"),
+                ),
+                Operation::UsersList => (Method::GET, None, "/api/v1/users".into()),
+                Operation::UsersCreate => (
+                    Method::POST,
+                    Some(
+                        json!({"email": format!("{}@example.com", Uuid::new_v4().simple()), "full_name": "N", "role": "viewer", "password": PASSWORD}),
+                    ),
+                    "/api/v1/users".into(),
+                ),
+                Operation::UsersGet => (Method::GET, None, format!("/api/v1/users/{victim}")),
+                Operation::UsersUpdate => (
+                    Method::PATCH,
+                    Some(json!({"full_name": "Renamed"})),
+                    format!("/api/v1/users/{user}"),
+                ),
+                Operation::UsersChangePassword => (
+                    Method::POST,
+                    Some(json!({"current_password": PASSWORD, "new_password": PASSWORD})),
+                    format!("/api/v1/users/{user}/change_password"),
+                ),
+                Operation::UsersToggleStatus => (
+                    Method::POST,
+                    None,
+                    format!("/api/v1/users/{victim}/toggle_status"),
+                ),
+                Operation::CompaniesList => (Method::GET, None, "/api/v1/companies".into()),
+                Operation::CompaniesGet => {
+                    (Method::GET, None, format!("/api/v1/companies/{company}"))
+                }
+                Operation::CompaniesUpdate => (
+                    Method::PATCH,
+                    Some(json!({"name": "Walked Homes"})),
+                    format!("/api/v1/companies/{company}"),
+                ),
+                Operation::Logout => (Method::POST, Some(json!({})), "/api/v1/auth/logout".into()),
+            };
+            assert_eq!(op.endpoint().0.to_uppercase(), method.as_str(), "{op:?}");
+            let status = app
+                .request(method, &path, Some(&token), body)
+                .await
+                .status()
+                .as_u16();
+            let allowed = role.at_least(op.rule().least_role);
+            if allowed {
+                assert!(
+                    (200..300).contains(&status),
+                    "{role:?} {op:?}: expected success, got {status}"
+                );
+            } else {
+                assert_eq!(status, 403, "{role:?} {op:?}");
+            }
+        }
+    }
+}
