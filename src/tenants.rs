@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
 use crate::db::migrations::{apply_tenant_migrations, latest_tenant_version};
-use crate::db::tenancy::{CompanyId, SchemaName};
+use crate::db::provisioning::migration_settings_sql;
+use crate::db::tenancy::{CompanyId, RoleName, SchemaName, Tenant};
 use crate::db::{Db, DbError};
 use crate::error::error_chain;
 
@@ -61,10 +62,6 @@ pub struct MigrationOutcome {
     pub failed: Vec<(CompanyId, String)>,
 }
 
-/// How long a tenant migration waits for a lock held by live traffic before giving up
-/// (and being retried on the next run) instead of queueing requests behind it.
-pub const LOCK_TIMEOUT: &str = "5s";
-
 pub async fn migrate_all(
     db: &Db,
     concurrency: usize,
@@ -78,7 +75,7 @@ pub async fn migrate_all(
         .get(0);
     let pending = conn
         .query(
-            "SELECT company_id, schema_name FROM tenants
+            "SELECT company_id, schema_name, role_name FROM tenants
              WHERE schema_version < $1 OR migration_status <> 'ok'
              ORDER BY company_id",
             &[&latest],
@@ -108,8 +105,8 @@ pub async fn migrate_all(
     };
     let mut runs = futures::stream::iter(pending.into_iter().map(|row| {
         let company = CompanyId(row.get(0));
-        let schema: String = row.get(1);
-        async move { (company, migrate_one(db, company, schema).await) }
+        let (schema, role): (String, String) = (row.get(1), row.get(2));
+        async move { (company, migrate_one(db, company, schema, role).await) }
     }))
     .buffer_unordered(concurrency.max(1));
     while let Some((company, result)) = runs.next().await {
@@ -130,18 +127,26 @@ pub async fn migrate_all(
 
 /// Migrates one tenant schema in one transaction, holding a per-schema advisory lock so
 /// that concurrent runs serialize instead of applying the same migration twice.
-pub async fn migrate_one(db: &Db, company: CompanyId, schema: String) -> Result<i32, DbError> {
-    let schema = SchemaName::from_registry(schema)?;
+pub async fn migrate_one(
+    db: &Db,
+    company: CompanyId,
+    schema: String,
+    role: String,
+) -> Result<i32, DbError> {
+    let tenant = Tenant {
+        company,
+        schema: SchemaName::from_registry(schema)?,
+        role: RoleName::from_registry(role)?,
+    };
     let mut conn = db.shared().await?;
     let tx = conn.transaction().await?;
     tx.batch_execute(&format!(
-        "SET LOCAL search_path TO {schema}; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';
-         SELECT pg_advisory_xact_lock(hashtext('estate-migrate:' || '{name}'));",
-        schema = schema.quoted(),
-        name = schema.as_str(),
+        "{} SELECT pg_advisory_xact_lock(hashtext('estate-migrate:' || '{}'));",
+        migration_settings_sql(&tenant),
+        tenant.schema.as_str(),
     ))
     .await?;
-    let version = apply_tenant_migrations(&tx, &schema, true).await?;
+    let version = apply_tenant_migrations(&tx, &tenant.schema, true).await?;
     tx.execute(
         "UPDATE public.tenants SET schema_version = $2, migration_status = 'ok',
                 migration_error = NULL, migrated_at = now()

@@ -51,14 +51,22 @@ pub fn role_and_schema_sql(naming: &TenantNaming, tenant: &Tenant) -> String {
     )
 }
 
-/// Statements that put the transaction on the tenant's schema while its DDL runs. They are
-/// transaction-local, like every setting this server makes.
-pub fn schema_search_path_sql(tenant: &Tenant) -> String {
+/// Settings of a transaction that runs tenant migrations, all transaction-local: the
+/// tenant's schema as the only search path (migrations use unqualified names), a lock
+/// timeout so that a migration waits for live traffic only briefly, and
+/// `estate.tenant_role`, the tenant's role, for migrations that grant or revoke rights.
+pub fn migration_settings_sql(tenant: &Tenant) -> String {
     format!(
-        "SET LOCAL search_path TO {}; SET LOCAL lock_timeout = '5s';",
-        tenant.schema.quoted()
+        "SET LOCAL search_path TO {}; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; \
+         SET LOCAL estate.tenant_role = '{}';",
+        tenant.schema.quoted(),
+        tenant.role.as_str()
     )
 }
+
+/// How long a tenant migration waits for a lock held by live traffic before giving up
+/// (and being retried on the next run) instead of queueing requests behind it.
+pub const LOCK_TIMEOUT: &str = "5s";
 
 /// Provisions `tenant` inside `tx` (one round trip). The caller has already inserted the
 /// company row, and commits.
@@ -73,7 +81,7 @@ pub async fn provision_tenant(
              (company_id, schema_name, role_name, schema_version, migration_status, migrated_at) \
          VALUES ('{company}', '{schema}', '{role}', {version}, 'ok', now());",
         setup = role_and_schema_sql(naming, tenant),
-        path = schema_search_path_sql(tenant),
+        path = migration_settings_sql(tenant),
         ddl = tenant_ddl_batch(&tenant.schema, OffsetDateTime::now_utc())?,
         company = tenant.company.0,
         schema = tenant.schema.as_str(),

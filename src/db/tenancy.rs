@@ -81,7 +81,16 @@ impl SchemaName {
     pub fn from_registry(name: String) -> Result<Self, DbError> {
         checked_identifier(name).map(Self)
     }
+}
 
+impl RoleName {
+    /// Re-checks a name read back from the tenant registry.
+    pub fn from_registry(name: String) -> Result<Self, DbError> {
+        checked_identifier(name).map(Self)
+    }
+}
+
+impl SchemaName {
     pub fn for_company(company: CompanyId) -> Self {
         // 34 characters of [a-z0-9_]: valid by construction.
         SchemaName(format!("t_{}", company.0.simple()))

@@ -98,10 +98,23 @@ async fn template() -> &'static str {
                 migrate_shared(config.database_url.expose(), config.tenancy.group_role())
                     .await
                     .expect("shared migrations apply to the template");
+                // The template's own group role goes: each clone makes its own.
+                let group = config.tenancy.group_role().quoted();
+                admin_client(&building)
+                    .await
+                    .batch_execute(&format!("DROP OWNED BY {group}"))
+                    .await
+                    .unwrap();
+                admin
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                        &[&building],
+                    )
+                    .await
+                    .unwrap();
                 admin
                     .batch_execute(&format!(
-                        "DROP ROLE {}; ALTER DATABASE \"{building}\" RENAME TO \"{name}\"",
-                        config.tenancy.group_role().quoted()
+                        "DROP ROLE {group}; ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
                     ))
                     .await
                     .unwrap();

@@ -33,10 +33,11 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
     client
         .batch_execute(&format!(
             "UPDATE tenants SET schema_version = 0 WHERE company_id IN ('{}', '{}');
-             DELETE FROM {}.refinery_schema_history;",
+             CREATE TABLE saved_history AS SELECT * FROM {schema}.refinery_schema_history;
+             DELETE FROM {schema}.refinery_schema_history;",
             behind.company_id,
             broken.company_id,
-            broken_schema.quoted()
+            schema = broken_schema.quoted()
         ))
         .await
         .unwrap();
@@ -73,7 +74,10 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
 
     // Repair the cause and re-run: only the failed tenant is worked on.
     client
-        .batch_execute(&format!("DROP TABLE {}.estates", broken_schema.quoted()))
+        .batch_execute(&format!(
+            "INSERT INTO {}.refinery_schema_history SELECT * FROM saved_history",
+            broken_schema.quoted()
+        ))
         .await
         .unwrap();
     let third = tenants::migrate_all(db, 4, false).await.unwrap();

@@ -3,7 +3,7 @@
 
 use estate::db::Db;
 use estate::db::migrations::{apply_tenant_migrations, latest_tenant_version};
-use estate::db::provisioning::{role_and_schema_sql, schema_search_path_sql};
+use estate::db::provisioning::{migration_settings_sql, role_and_schema_sql};
 use estate::db::tenancy::{CompanyId, Tenant};
 use serde_json::json;
 use uuid::Uuid;
@@ -132,7 +132,7 @@ async fn fast_provisioning_builds_the_schema_that_migrating_one_by_one_builds() 
     tx.batch_execute(&role_and_schema_sql(&naming, &slow_tenant))
         .await
         .unwrap();
-    tx.batch_execute(&schema_search_path_sql(&slow_tenant))
+    tx.batch_execute(&migration_settings_sql(&slow_tenant))
         .await
         .unwrap();
     let version = apply_tenant_migrations(&tx, &slow_tenant.schema, false)
