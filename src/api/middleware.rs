@@ -12,8 +12,29 @@ use tracing::Instrument;
 
 use super::MAX_BODY_BYTES;
 use super::problem::{Problem, problem_response};
+use crate::auth::RequestOrigin;
 
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id, in the request's extensions for handlers and the audit log.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Longest user agent kept in the audit log.
+const MAX_USER_AGENT: usize = 500;
+
+/// Where a request came from: its id, the client address, its user agent.
+pub fn origin(req: &Request) -> RequestOrigin {
+    RequestOrigin {
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        ip: req.remote_addr().as_socket_addr().map(|a| a.ip()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect()),
+    }
+}
 
 fn accepted_request_id(req: &Request) -> Option<String> {
     let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
@@ -70,6 +91,7 @@ pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem:
         tenant = tracing::field::Empty,
         user = tracing::field::Empty,
     );
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let started = Instant::now();
     let mut response = match limit_body(&mut req) {
         Some(refused) => refused,

@@ -8,6 +8,7 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 
 use super::ApiState;
+use super::middleware::origin;
 use super::problem::ErrorResponse;
 use crate::auth::permissions::{self, Operation};
 use crate::auth::{Principal, session};
@@ -23,8 +24,8 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| ErrorResponse::from(AppError::Internal("API state missing".into())))?;
-    let principal =
-        session::authenticate(&state.jwt, &bearer.token).map_err(ErrorResponse::from)?;
+    let principal = session::authenticate(&state.jwt, &bearer.token, origin(req))
+        .map_err(ErrorResponse::from)?;
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(principal.company));
     span.record("user", tracing::field::display(principal.user_id));

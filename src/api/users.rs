@@ -192,8 +192,8 @@ impl UsersApi {
             ids.0,
         )?;
         let principal = auth.verified(&state, Operation::UsersList).await?;
-        let conn = state.db.shared().await?;
-        let page = users::list(&conn, principal, &filter).await?;
+        let mut conn = state.db.shared().await?;
+        let page = users::list(&mut conn, principal, &filter).await?;
         let (next, previous) = links(req, &page);
         Ok(Json(UserPage {
             count: page.count,

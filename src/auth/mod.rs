@@ -9,11 +9,14 @@ pub mod permissions;
 pub mod session;
 pub mod throttle;
 
+use std::net::IpAddr;
+
 use uuid::Uuid;
 
 use crate::db::tenancy::CompanyId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Owner,
     Admin,
@@ -62,4 +65,13 @@ pub struct Principal {
     /// The login session (refresh-token family), when the token names one.
     pub session: Option<Uuid>,
     pub token_expires_at: i64,
+    pub origin: RequestOrigin,
+}
+
+/// Where a request came from, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOrigin {
+    pub request_id: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
 }

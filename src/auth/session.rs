@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
-use super::{Access, Principal, Role, password};
+use super::{Access, Principal, RequestOrigin, Role, password};
 use crate::db::Db;
 use crate::db::tenancy::{CompanyId, Guard, GuardArg};
 use crate::error::AppError;
@@ -199,7 +199,11 @@ pub async fn logout(
 /// Turns a bearer token into a principal: signature, algorithm, expiry and claims. No
 /// database work: the session is checked with the request's first statement ([`guard`])
 /// or, for requests that touch no tenant data, by [`verify`].
-pub fn authenticate(keys: &JwtKeys, token: &str) -> Result<Principal, AppError> {
+pub fn authenticate(
+    keys: &JwtKeys,
+    token: &str,
+    origin: RequestOrigin,
+) -> Result<Principal, AppError> {
     let claims = keys.verify(token)?;
     let role =
         Role::parse(&claims.role).ok_or(AppError::Unauthorized("the access token is not valid"))?;
@@ -210,6 +214,7 @@ pub fn authenticate(keys: &JwtKeys, token: &str) -> Result<Principal, AppError> 
         jti: claims.jti,
         session: claims.sid,
         token_expires_at: claims.exp,
+        origin,
     })
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::listing::{Filters, Ordering, Page, PageRequest};
+use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use super::values::{required, text};
 use crate::auth::{Principal, Role};
 use crate::db::tenancy::TenantTx;
@@ -53,8 +53,12 @@ pub struct Estate {
 }
 
 const COLUMNS: &str = "id, name, location, description, status, created_by, created_at, updated_at";
-/// Index of the window count that follows [`COLUMNS`] in a page query.
-const COLUMN_COUNT: usize = 8;
+const LISTING: Listing<Estate> = Listing {
+    columns: COLUMNS,
+    column_count: 8,
+    from: "estates",
+    from_row: Estate::from_row,
+};
 
 impl Estate {
     fn from_row(row: &Row) -> Result<Self, AppError> {
@@ -215,26 +219,7 @@ pub async fn list(tx: &mut TenantTx, filter: &EstateFilter) -> Result<Page<Estat
     if let Some(ids) = &filter.ids {
         filters.and("id = ANY(?)", ids.clone());
     }
-    let limit_offset = filter.page.limit_offset();
-    let sql = filters.page_sql(COLUMNS, "estates", &filter.ordering);
-    let rows = tx.query(&sql, &filters.page_params(&limit_offset)).await?;
-    let count = match rows.first() {
-        Some(row) => row.try_get::<_, i64>(COLUMN_COUNT)?,
-        None if filter.page.page > 1 => tx
-            .query(&filters.count_sql("estates"), &filters.params())
-            .await?[0]
-            .try_get(0)?,
-        None => 0,
-    };
-    let results = rows
-        .iter()
-        .map(Estate::from_row)
-        .collect::<Result<_, _>>()?;
-    Ok(Page {
-        count,
-        request: filter.page,
-        results,
-    })
+    fetch_page(tx, &LISTING, &filters, &filter.ordering, filter.page).await
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {

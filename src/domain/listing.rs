@@ -1,8 +1,13 @@
 //! Pagination and ordering for list endpoints (SPEC §4): `page`, `page_size` (≤ 100),
 //! `ordering=field` / `-field`, answered as `{count, next, previous, results}`.
 
+use deadpool_postgres::Object;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
+
+use crate::db::tenancy::TenantTx;
+use crate::error::AppError;
 
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
 pub const MAX_PAGE_SIZE: i64 = 100;
@@ -144,6 +149,75 @@ impl Filters {
         params.push(&limit_offset[1]);
         params
     }
+}
+
+/// Where a list query runs: a tenant transaction or a shared-schema connection.
+pub trait Queryable {
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, AppError>> + Send;
+}
+
+impl Queryable for TenantTx {
+    async fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, AppError> {
+        Ok(self.query(sql, params).await?)
+    }
+}
+
+impl Queryable for Object {
+    async fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, AppError> {
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.query(&statement, params).await?)
+    }
+}
+
+/// What a list query selects: its columns (the window count is appended after them) and
+/// how a row becomes a result.
+pub struct Listing<T> {
+    pub columns: &'static str,
+    pub column_count: usize,
+    pub from: &'static str,
+    pub from_row: fn(&Row) -> Result<T, AppError>,
+}
+
+/// Fetches one page: one statement, unless the page is past the end (then a count).
+pub async fn fetch_page<T>(
+    db: &mut impl Queryable,
+    listing: &Listing<T>,
+    filters: &Filters,
+    ordering: &Ordering,
+    page: PageRequest,
+) -> Result<Page<T>, AppError> {
+    let limit_offset = page.limit_offset();
+    let sql = filters.page_sql(listing.columns, listing.from, ordering);
+    let rows = db.rows(&sql, &filters.page_params(&limit_offset)).await?;
+    let count = match rows.first() {
+        Some(row) => row.try_get::<_, i64>(listing.column_count)?,
+        None if page.page > 1 => db
+            .rows(&filters.count_sql(listing.from), &filters.params())
+            .await?[0]
+            .try_get(0)?,
+        None => 0,
+    };
+    let results = rows
+        .iter()
+        .map(listing.from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(Page {
+        count,
+        request: page,
+        results,
+    })
 }
 
 /// `ids=a,b,c` as a list of UUIDs.

@@ -13,7 +13,7 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::listing::{Filters, Ordering, Page, PageRequest};
+use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use super::values::{EmailAddress, new_password, required, text};
 use crate::auth::{Principal, Role, password};
 use crate::db::Db;
@@ -31,7 +31,12 @@ pub struct User {
 }
 
 const COLUMNS: &str = "id, email, full_name, role, is_active, created_at, updated_at";
-const COLUMN_COUNT: usize = 7;
+const LISTING: Listing<User> = Listing {
+    columns: COLUMNS,
+    column_count: 7,
+    from: "users",
+    from_row: User::from_row,
+};
 
 impl User {
     fn from_row(row: &Row) -> Result<Self, AppError> {
@@ -136,7 +141,7 @@ fn like_pattern(s: &str) -> String {
 }
 
 pub async fn list(
-    conn: &Object,
+    conn: &mut Object,
     principal: &Principal,
     filter: &UserFilter,
 ) -> Result<Page<User>, AppError> {
@@ -160,27 +165,7 @@ pub async fn list(
     if let Some(ids) = &filter.ids {
         filters.and("id = ANY(?)", ids.clone());
     }
-    let limit_offset = filter.page.limit_offset();
-    let statement = conn
-        .prepare_cached(&filters.page_sql(COLUMNS, "users", &filter.ordering))
-        .await?;
-    let rows = conn
-        .query(&statement, &filters.page_params(&limit_offset))
-        .await?;
-    let count = match rows.first() {
-        Some(row) => row.try_get::<_, i64>(COLUMN_COUNT)?,
-        None if filter.page.page > 1 => conn
-            .query_one(&filters.count_sql("users"), &filters.params())
-            .await?
-            .try_get(0)?,
-        None => 0,
-    };
-    let results = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
-    Ok(Page {
-        count,
-        request: filter.page,
-        results,
-    })
+    fetch_page(conn, &LISTING, &filters, &filter.ordering, filter.page).await
 }
 
 async fn find(

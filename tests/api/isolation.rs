@@ -242,7 +242,9 @@ async fn no_tenant_state_survives_on_a_pooled_connection() {
 async fn a_guarded_transaction_fails_closed_without_its_prepared_check() {
     let app = spawn_app().await;
     let a = app.register("Alpha").await;
-    let principal = estate::auth::session::authenticate(&app.state.jwt, &a.access_token).unwrap();
+    let principal =
+        estate::auth::session::authenticate(&app.state.jwt, &a.access_token, Default::default())
+            .unwrap();
     let guard = || estate::auth::session::guard(&principal, estate::auth::Access::Read);
 
     let bare = Db::connect(&app.database.config).unwrap();
