@@ -1,8 +1,9 @@
 //! Estate API: a multi-tenant backend for real-estate companies, one PostgreSQL schema per
 //! company. See README.md for the architecture; the layers, top to bottom:
-//! `api` (HTTP) → `domain` and `auth` (rules) → `db` (pool, tenancy, migrations).
+//! `api` (HTTP) → `domain` (rules) → `auth` → `audit` → `db` (pool, tenancy, migrations).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
-use poem::web::{Data, RemoteAddr};
+use poem::Request;
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::middleware::origin;
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
 use super::{ApiState, ApiTags};
@@ -171,13 +173,12 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&Arc<ApiState>>,
-        remote: &RemoteAddr,
+        req: &Request,
         body: Json<LoginRequest>,
     ) -> Result<Json<Tokens>, ErrorResponse> {
         let email = required_field("email", body.0.email)?;
         let password = required_field("password", body.0.password)?;
-        let address = remote.as_socket_addr().map(|a| a.ip());
-        let session = session::login(&state.db, &state.jwt, &email, password, address).await?;
+        let session = session::login(&state.db, &state.jwt, &email, password, &origin(req)).await?;
         Ok(Json(session.into()))
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP layer: parse requests, call the domain, map errors. Every endpoint goes through
 //! poem-openapi so the OpenAPI document is generated from the code.
 
+pub mod audit;
 pub mod auth;
 pub mod companies;
 pub mod estates;
@@ -41,6 +42,8 @@ pub enum ApiTags {
     Users,
     /// Estates of the caller's company
     Estates,
+    /// The company's audit log
+    Audit,
 }
 
 pub type Apis = (
@@ -49,6 +52,7 @@ pub type Apis = (
     companies::CompaniesApi,
     users::UsersApi,
     estates::EstatesApi,
+    audit::AuditApi,
 );
 
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
@@ -59,6 +63,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             companies::CompaniesApi,
             users::UsersApi,
             estates::EstatesApi,
+            audit::AuditApi,
         ),
         "Estate API",
         env!("CARGO_PKG_VERSION"),

@@ -10,8 +10,9 @@ use poem_openapi::auth::Bearer;
 use super::ApiState;
 use super::middleware::origin;
 use super::problem::ErrorResponse;
+use crate::audit::{self, AuditAction};
 use crate::auth::permissions::{self, Operation};
-use crate::auth::{Principal, session};
+use crate::auth::{Access, Principal, session};
 use crate::db::tenancy::TenantTx;
 use crate::error::AppError;
 
@@ -42,7 +43,7 @@ impl BearerAuth {
         state: &ApiState,
         operation: Operation,
     ) -> Result<TenantTx, ErrorResponse> {
-        let access = permissions::permit(&self.0, operation)?;
+        let access = self.permit(state, operation).await?;
         let guard = session::guard(&self.0, access);
         Ok(state.db.guarded_tenant_tx(self.0.company, guard).await?)
     }
@@ -54,8 +55,36 @@ impl BearerAuth {
         state: &ApiState,
         operation: Operation,
     ) -> Result<&Principal, ErrorResponse> {
-        let access = permissions::permit(&self.0, operation)?;
+        let access = self.permit(state, operation).await?;
         session::verify(&state.db, &self.0, access).await?;
         Ok(&self.0)
+    }
+
+    /// The permission table's answer. A refusal is recorded in the company's audit log
+    /// (`permission_denied`) when the caller's session still counts, so dead tokens cannot
+    /// fill the log; failing to record it is logged and does not change the answer.
+    async fn permit(
+        &self,
+        state: &ApiState,
+        operation: Operation,
+    ) -> Result<Access, ErrorResponse> {
+        let refusal = match permissions::permit(&self.0, operation) {
+            Ok(access) => return Ok(access),
+            Err(refusal) => refusal,
+        };
+        session::verify(&state.db, &self.0, Access::Read).await?;
+        let entry = self
+            .0
+            .audit(AuditAction::PermissionDenied)
+            .after(&serde_json::json!({
+                "operation": format!("{operation:?}"),
+                "least_role": operation.rule().least_role,
+            }));
+        let schema = state.db.naming().tenant(self.0.company).schema;
+        let recorded = async { audit::record_in(&state.db.shared().await?, &schema, entry).await };
+        if let Err(e) = recorded.await {
+            tracing::error!(error = %e, "could not record a permission_denied audit entry");
+        }
+        Err(refusal.into())
     }
 }

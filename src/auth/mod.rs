@@ -9,9 +9,10 @@ pub mod permissions;
 pub mod session;
 pub mod throttle;
 
-use std::net::IpAddr;
-
 use uuid::Uuid;
+
+pub use crate::audit::RequestOrigin;
+use crate::audit::{AuditAction, AuditEntry};
 
 use crate::db::tenancy::CompanyId;
 
@@ -68,10 +69,9 @@ pub struct Principal {
     pub origin: RequestOrigin,
 }
 
-/// Where a request came from, for the audit log.
-#[derive(Debug, Clone, Default)]
-pub struct RequestOrigin {
-    pub request_id: Option<String>,
-    pub ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
+impl Principal {
+    /// Starts an audit entry for something this caller did.
+    pub fn audit(&self, action: AuditAction) -> AuditEntry {
+        AuditEntry::new(self.user_id, &self.origin, action)
+    }
 }

@@ -24,6 +24,7 @@ pub enum Operation {
     CompaniesList,
     CompaniesGet,
     CompaniesUpdate,
+    AuditLogsList,
     Logout,
 }
 
@@ -39,7 +40,7 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -54,6 +55,7 @@ impl Operation {
         Operation::CompaniesList,
         Operation::CompaniesGet,
         Operation::CompaniesUpdate,
+        Operation::AuditLogsList,
         Operation::Logout,
     ];
 
@@ -75,6 +77,7 @@ impl Operation {
             Operation::CompaniesList => ("get", "/api/v1/companies"),
             Operation::CompaniesGet => ("get", "/api/v1/companies/{id}"),
             Operation::CompaniesUpdate => ("patch", "/api/v1/companies/{id}"),
+            Operation::AuditLogsList => ("get", "/api/v1/audit-logs"),
             Operation::Logout => ("post", "/api/v1/auth/logout"),
         }
     }
@@ -97,6 +100,7 @@ impl Operation {
             Operation::UsersChangePassword => rule(Viewer, Write),
             Operation::CompaniesList | Operation::CompaniesGet => rule(Viewer, Read),
             Operation::CompaniesUpdate => rule(Admin, Write),
+            Operation::AuditLogsList => rule(Admin, Read),
             Operation::Logout => rule(Viewer, Write),
         }
     }

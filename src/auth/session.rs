@@ -1,7 +1,5 @@
 //! Login, refresh-token rotation, logout, and checking an access token on each request.
 
-use std::net::IpAddr;
-
 use base64::Engine;
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
@@ -10,6 +8,7 @@ use uuid::Uuid;
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
 use super::{Access, Principal, RequestOrigin, Role, password};
+use crate::audit::{self, AuditAction, AuditEntry};
 use crate::db::Db;
 use crate::db::tenancy::{CompanyId, Guard, GuardArg};
 use crate::error::AppError;
@@ -72,10 +71,10 @@ pub async fn login(
     keys: &JwtKeys,
     email: &str,
     password: String,
-    address: Option<IpAddr>,
+    origin: &RequestOrigin,
 ) -> Result<Session, AppError> {
-    let conn = db.shared().await?;
-    let throttle_keys = LoginKeys::new(email, address);
+    let mut conn = db.shared().await?;
+    let throttle_keys = LoginKeys::new(email, origin.ip);
     throttle::check(&conn, &throttle_keys).await?;
 
     let row = conn
@@ -88,24 +87,31 @@ pub async fn login(
         .await?;
     let stored_hash = row.as_ref().map(|r| r.get::<_, String>(3));
     let password_ok = password::verify(password, stored_hash).await;
+    // The account, when the e-mail names one: its company's audit log hears of the attempt.
+    let known: Option<(Uuid, CompanyId)> = row.as_ref().map(|r| (r.get(0), CompanyId(r.get(1))));
     let account =
         row.filter(|r| password_ok && r.get::<_, bool>(4) && r.get::<_, &str>(5) != "deleted");
+
+    let tx = conn.transaction().await?;
     let Some(account) = account else {
-        throttle::record_failure(&conn, &throttle_keys).await?;
+        throttle::record_failure(&tx, &throttle_keys).await?;
+        if let Some((user, company)) = known {
+            let entry =
+                AuditEntry::new(user, origin, AuditAction::LoginFailed).object("user", user);
+            audit::record_in(&tx, &db.naming().tenant(company).schema, entry).await?;
+        }
+        tx.commit().await?;
         return Err(AppError::Unauthorized(BAD_CREDENTIALS));
     };
-    throttle::clear_account(&conn, &throttle_keys).await?;
+    throttle::clear_account(&tx, &throttle_keys).await?;
+    let (user, company): (Uuid, CompanyId) = (account.get(0), CompanyId(account.get(1)));
     let role = Role::parse(account.get(2))
         .ok_or_else(|| AppError::Internal("user with an unknown role".into()))?;
-    issue(
-        &conn,
-        keys,
-        account.get(0),
-        CompanyId(account.get(1)),
-        role,
-        None,
-    )
-    .await
+    let session = issue(&tx, keys, user, company, role, None).await?;
+    let entry = AuditEntry::new(user, origin, AuditAction::Login).object("user", user);
+    audit::record_in(&tx, &db.naming().tenant(company).schema, entry).await?;
+    tx.commit().await?;
+    Ok(session)
 }
 
 /// Rotates a refresh token. A token that was already rotated is being replayed, by its
@@ -192,6 +198,10 @@ pub async fn logout(
         )
         .await?;
     }
+    let entry = principal
+        .audit(AuditAction::Logout)
+        .object("user", principal.user_id);
+    audit::record_in(&tx, &db.naming().tenant(principal.company).schema, entry).await?;
     tx.commit().await?;
     Ok(())
 }

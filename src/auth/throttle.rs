@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use deadpool_postgres::Object;
+use deadpool_postgres::GenericClient;
 
 use crate::error::AppError;
 
@@ -43,7 +43,7 @@ impl LoginKeys {
 }
 
 /// Refuses the attempt if the account or the address has used up its failures.
-pub async fn check(conn: &Object, keys: &LoginKeys) -> Result<(), AppError> {
+pub async fn check(conn: &impl GenericClient, keys: &LoginKeys) -> Result<(), AppError> {
     let rows = conn
         .query(
             "SELECT key, failures,
@@ -67,7 +67,7 @@ pub async fn check(conn: &Object, keys: &LoginKeys) -> Result<(), AppError> {
     }
 }
 
-pub async fn record_failure(conn: &Object, keys: &LoginKeys) -> Result<(), AppError> {
+pub async fn record_failure(conn: &impl GenericClient, keys: &LoginKeys) -> Result<(), AppError> {
     conn.execute(
         "INSERT INTO login_failures AS f (key, failures, window_started_at)
          SELECT k, 1, now() FROM unnest($1::text[]) AS k
@@ -83,7 +83,7 @@ pub async fn record_failure(conn: &Object, keys: &LoginKeys) -> Result<(), AppEr
 }
 
 /// A successful login clears the account's count (not the address's).
-pub async fn clear_account(conn: &Object, keys: &LoginKeys) -> Result<(), AppError> {
+pub async fn clear_account(conn: &impl GenericClient, keys: &LoginKeys) -> Result<(), AppError> {
     conn.execute(
         "DELETE FROM login_failures WHERE key = $1",
         &[&keys.account],

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::values::{EmailAddress, new_password, required, text};
+use crate::audit::{self, AuditAction};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::session::{self, Session};
 use crate::auth::{Principal, Role, password};
@@ -169,7 +170,7 @@ pub async fn register(db: &Db, keys: &JwtKeys, new: NewCompany) -> Result<Regist
 }
 
 /// A company as its members see it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CompanyDetails {
     pub id: Uuid,
     pub name: String,
@@ -225,14 +226,25 @@ pub async fn update(
     if id != principal.company.0 {
         return Err(AppError::NotFound("company"));
     }
-    let conn = db.shared().await?;
-    let sql = format!(
+    let mut conn = db.shared().await?;
+    let tx = conn.transaction().await?;
+    let select = format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE id = $1 FOR UPDATE");
+    let before = match tx.query_opt(&select, &[&id]).await? {
+        Some(row) => CompanyDetails::from_row(&row)?,
+        None => return Err(AppError::NotFound("company")),
+    };
+    let update = format!(
         "UPDATE companies SET name = coalesce($2, name), updated_at = now() WHERE id = $1 RETURNING {COMPANY_COLUMNS}"
     );
-    match conn.query_opt(&sql, &[&id, &name]).await? {
-        Some(row) => CompanyDetails::from_row(&row),
-        None => Err(AppError::NotFound("company")),
-    }
+    let after = CompanyDetails::from_row(&tx.query_one(&update, &[&id, &name]).await?)?;
+    let entry = principal
+        .audit(AuditAction::Update)
+        .object("company", id)
+        .before(&before)
+        .after(&after);
+    audit::record_in(&tx, &db.naming().tenant(principal.company).schema, entry).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 fn email_taken() -> AppError {

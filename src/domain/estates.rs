@@ -7,11 +7,13 @@ use uuid::Uuid;
 
 use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use super::values::{required, text};
+use crate::audit::{self, AuditAction};
 use crate::auth::{Principal, Role};
 use crate::db::tenancy::TenantTx;
 use crate::error::{AppError, FieldErrors};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EstateStatus {
     Planning,
     Active,
@@ -40,7 +42,7 @@ impl EstateStatus {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Estate {
     pub id: Uuid,
     pub name: String,
@@ -267,7 +269,13 @@ pub async fn create(
     let row = row
         .first()
         .ok_or_else(|| AppError::Internal("INSERT … RETURNING gave no row".into()))?;
-    Estate::from_row(row)
+    let estate = Estate::from_row(row)?;
+    let entry = principal
+        .audit(AuditAction::Create)
+        .object("estate", estate.id)
+        .after(&estate);
+    audit::record(tx, entry).await?;
+    Ok(estate)
 }
 
 async fn get_for_update(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
@@ -308,7 +316,14 @@ pub async fn update(
         )
         .await?;
     let row = rows.first().ok_or(AppError::NotFound("estate"))?;
-    Estate::from_row(row)
+    let updated = Estate::from_row(row)?;
+    let entry = principal
+        .audit(AuditAction::Update)
+        .object("estate", id)
+        .before(&current)
+        .after(&updated);
+    audit::record(tx, entry).await?;
+    Ok(updated)
 }
 
 pub async fn delete(tx: &mut TenantTx, principal: &Principal, id: Uuid) -> Result<(), AppError> {
@@ -316,5 +331,9 @@ pub async fn delete(tx: &mut TenantTx, principal: &Principal, id: Uuid) -> Resul
     ensure_can_change(principal, &current)?;
     tx.execute("DELETE FROM estates WHERE id = $1", &[&id])
         .await?;
-    Ok(())
+    let entry = principal
+        .audit(AuditAction::Delete)
+        .object("estate", id)
+        .before(&current);
+    audit::record(tx, entry).await
 }

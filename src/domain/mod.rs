@@ -1,7 +1,6 @@
 //! Business rules. Functions here take a [`crate::db::tenancy::TenantTx`] (tenant data) or a
 //! shared-schema connection, and know nothing of HTTP.
 
-pub mod audit;
 pub mod companies;
 pub mod estates;
 pub mod listing;

@@ -15,11 +15,13 @@ use uuid::Uuid;
 
 use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use super::values::{EmailAddress, new_password, required, text};
+use crate::audit::{self, AuditAction};
 use crate::auth::{Principal, Role, password};
 use crate::db::Db;
+use crate::db::tenancy::SchemaName;
 use crate::error::{AppError, FieldErrors, is_unique_violation};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -188,6 +190,11 @@ pub async fn get(conn: &Object, principal: &Principal, id: Uuid) -> Result<User,
     find(conn, principal, id, false).await
 }
 
+/// The caller's company's schema, where its audit entries go.
+fn company_schema(db: &Db, principal: &Principal) -> SchemaName {
+    db.naming().tenant(principal.company).schema
+}
+
 fn only_owners_manage_owners(principal: &Principal, involves_owner: bool) -> Result<(), AppError> {
     if involves_owner && principal.role != Role::Owner {
         Err(AppError::Forbidden(
@@ -201,12 +208,13 @@ fn only_owners_manage_owners(principal: &Principal, involves_owner: bool) -> Res
 pub async fn create(db: &Db, principal: &Principal, new: NewUser) -> Result<User, AppError> {
     only_owners_manage_owners(principal, new.role == Role::Owner)?;
     let password_hash = password::hash(new.password).await?;
-    let conn = db.shared().await?;
+    let mut conn = db.shared().await?;
+    let tx = conn.transaction().await?;
     let sql = format!(
         "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
     );
-    let row = conn
+    let row = tx
         .query_one(
             &sql,
             &[
@@ -227,7 +235,14 @@ pub async fn create(db: &Db, principal: &Principal, new: NewUser) -> Result<User
                 AppError::Db(e)
             }
         })?;
-    User::from_row(&row)
+    let user = User::from_row(&row)?;
+    let entry = principal
+        .audit(AuditAction::Create)
+        .object("user", user.id)
+        .after(&user);
+    audit::record_in(&tx, &company_schema(db, principal), entry).await?;
+    tx.commit().await?;
+    Ok(user)
 }
 
 /// Refuses a change that would leave the company without an active owner. Runs after the
@@ -298,6 +313,12 @@ pub async fn update(
         )
         .await?;
     let user = User::from_row(&row)?;
+    let entry = principal
+        .audit(AuditAction::Update)
+        .object("user", id)
+        .before(&current)
+        .after(&user);
+    audit::record_in(&tx, &company_schema(db, principal), entry).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -349,6 +370,10 @@ pub async fn change_password(
         &[&id, &principal.session],
     )
     .await?;
+    let entry = principal
+        .audit(AuditAction::PasswordChange)
+        .object("user", id);
+    audit::record_in(&tx, &company_schema(db, principal), entry).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -379,6 +404,12 @@ pub async fn toggle_status(db: &Db, principal: &Principal, id: Uuid) -> Result<U
         )
         .await?;
     }
+    let entry = principal
+        .audit(AuditAction::UserStatusChange)
+        .object("user", id)
+        .before(&current)
+        .after(&user);
+    audit::record_in(&tx, &company_schema(db, principal), entry).await?;
     tx.commit().await?;
     Ok(user)
 }

@@ -145,6 +145,7 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                     Some(json!({"name": "Walked Homes"})),
                     format!("/api/v1/companies/{company}"),
                 ),
+                Operation::AuditLogsList => (Method::GET, None, "/api/v1/audit-logs".into()),
                 Operation::Logout => (Method::POST, Some(json!({})), "/api/v1/auth/logout".into()),
             };
             assert_eq!(op.endpoint().0.to_uppercase(), method.as_str(), "{op:?}");

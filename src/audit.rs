@@ -10,9 +10,8 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
-use crate::auth::{Principal, RequestOrigin};
 use crate::db::tenancy::{SchemaName, TenantTx};
+use crate::domain::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +65,16 @@ impl AuditAction {
     }
 }
 
-/// One entry, built fluently: `AuditEntry::by(principal, action).object("estate", id).after(&estate)`.
+/// Where a request came from, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOrigin {
+    pub request_id: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// One entry, built fluently:
+/// `principal.audit(AuditAction::Create).object("estate", id).after(&estate)`.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     action: AuditAction,
@@ -79,12 +87,8 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn by(principal: &Principal, action: AuditAction) -> Self {
-        Self::by_user(principal.user_id, &principal.origin, action)
-    }
-
-    /// For requests without a principal yet, such as logins.
-    pub fn by_user(user: Uuid, origin: &RequestOrigin, action: AuditAction) -> Self {
+    /// An entry for something `user` did, from `origin`.
+    pub fn new(user: Uuid, origin: &RequestOrigin, action: AuditAction) -> Self {
         AuditEntry {
             action,
             actor: Some(user),
