@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod outbox;
 pub mod startup;
 pub mod telemetry;
 pub mod tenants;

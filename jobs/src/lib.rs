@@ -1,8 +1,66 @@
-//! Background jobs of Estate API: job definitions and the worker process (SPEC §6).
+//! Background jobs of Estate API (SPEC §6): what each job carries, and the worker.
 //!
-//! Not built yet: the outbox relay, apalis workers and the jobs themselves come with the
-//! job-workers issue. Until then `estate worker` says so and exits with an error, rather
+//! A job is written to the outbox in the same transaction as the change that causes it
+//! (see `estate::outbox`); the relay and the apalis worker that run jobs come with the
+//! job-workers issue. Until then `estate worker` says so and exits with an error rather
 //! than pretending to process jobs.
+//!
+//! Every job carries its company id (nothing relies on a global current tenant) and an
+//! idempotency key: the same effect is enqueued, and later performed, once.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A kind of background job.
+pub trait Job: Serialize {
+    /// The job's name, as stored in the outbox and used to route it to its handler.
+    const NAME: &'static str;
+
+    /// The company the job belongs to.
+    fn company_id(&self) -> Uuid;
+
+    /// Identifies the effect: two jobs with the same key are the same job.
+    fn idempotency_key(&self) -> String;
+}
+
+/// "Welcome" e-mail to a user created in a company.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WelcomeEmail {
+    pub company_id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+    pub full_name: String,
+}
+
+impl Job for WelcomeEmail {
+    const NAME: &'static str = "welcome_email";
+    fn company_id(&self) -> Uuid {
+        self.company_id
+    }
+    fn idempotency_key(&self) -> String {
+        format!("{}:{}", Self::NAME, self.user_id)
+    }
+}
+
+/// "Your password was changed" notice.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PasswordChangedEmail {
+    pub company_id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+    /// Each change is its own notice.
+    pub change_id: Uuid,
+}
+
+impl Job for PasswordChangedEmail {
+    const NAME: &'static str = "password_changed_email";
+    fn company_id(&self) -> Uuid {
+        self.company_id
+    }
+    fn idempotency_key(&self) -> String {
+        format!("{}:{}", Self::NAME, self.change_id)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -61,8 +61,15 @@ pub fn history_table_ddl(schema: &SchemaName) -> String {
     )
 }
 
-/// Applies `shared_migrations/` and makes sure the tenants' group role exists.
-/// Uses its own connection: the session-level advisory lock must not touch the pool.
+/// The few shared-schema rights tenant work needs, held by the tenants' group role:
+/// tenant transactions write job rows. Applied by every `migrate` (it is idempotent), not
+/// by a migration, because the group's name depends on the database.
+fn group_grants_sql(group_role: &RoleName) -> String {
+    format!("GRANT INSERT ON public.outbox TO {}", group_role.quoted())
+}
+
+/// Applies `shared_migrations/`, and makes sure the tenants' group role exists with its
+/// rights. Uses its own connection: the session-level advisory lock must not touch the pool.
 pub async fn migrate_shared(database_url: &str, group_role: &RoleName) -> Result<usize, DbError> {
     let (mut client, connection) =
         tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
@@ -80,6 +87,7 @@ pub async fn migrate_shared(database_url: &str, group_role: &RoleName) -> Result
             group_role.quoted()
         ))
         .await?;
+    client.batch_execute(&group_grants_sql(group_role)).await?;
     drop(client);
     let _ = driver.await;
     Ok(report.applied_migrations().len())

@@ -15,11 +15,14 @@ use uuid::Uuid;
 
 use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use super::values::{EmailAddress, new_password, required, text};
+use estate_jobs::{PasswordChangedEmail, WelcomeEmail};
+
 use crate::audit::{self, AuditAction};
 use crate::auth::{Principal, Role, password};
 use crate::db::Db;
 use crate::db::tenancy::SchemaName;
 use crate::error::{AppError, FieldErrors, is_unique_violation};
+use crate::outbox;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct User {
@@ -241,6 +244,13 @@ pub async fn create(db: &Db, principal: &Principal, new: NewUser) -> Result<User
         .object("user", user.id)
         .after(&user);
     audit::record_in(&tx, &company_schema(db, principal), entry).await?;
+    let welcome = WelcomeEmail {
+        company_id: principal.company.0,
+        user_id: user.id,
+        email: user.email.clone(),
+        full_name: user.full_name.clone(),
+    };
+    outbox::enqueue_shared(&tx, &welcome).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -344,14 +354,14 @@ pub async fn change_password(
         ));
     }
     let mut conn = db.shared().await?;
-    let stored: String = conn
+    let account = conn
         .query_opt(
-            "SELECT password_hash FROM users WHERE id = $1 AND company_id = $2",
+            "SELECT password_hash, email FROM users WHERE id = $1 AND company_id = $2",
             &[&id, &principal.company.0],
         )
         .await?
-        .ok_or(AppError::NotFound("user"))?
-        .get(0);
+        .ok_or(AppError::NotFound("user"))?;
+    let (stored, email): (String, String) = (account.get(0), account.get(1));
     if !password::verify(current_password.to_string(), Some(stored)).await {
         let mut errors = FieldErrors::default();
         errors.add("current_password", "is not correct");
@@ -374,6 +384,13 @@ pub async fn change_password(
         .audit(AuditAction::PasswordChange)
         .object("user", id);
     audit::record_in(&tx, &company_schema(db, principal), entry).await?;
+    let notice = PasswordChangedEmail {
+        company_id: principal.company.0,
+        user_id: id,
+        email,
+        change_id: Uuid::now_v7(),
+    };
+    outbox::enqueue_shared(&tx, &notice).await?;
     tx.commit().await?;
     Ok(())
 }

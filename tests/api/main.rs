@@ -10,6 +10,7 @@ mod estates;
 mod isolation;
 mod migrations;
 mod openapi;
+mod outbox;
 mod permissions;
 mod provisioning;
 mod users;
