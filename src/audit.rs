@@ -24,11 +24,12 @@ pub enum AuditAction {
     Logout,
     PasswordChange,
     UserStatusChange,
+    PaymentRecorded,
     PermissionDenied,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 10] = [
         Self::Create,
         Self::Update,
         Self::Delete,
@@ -37,6 +38,7 @@ impl AuditAction {
         Self::Logout,
         Self::PasswordChange,
         Self::UserStatusChange,
+        Self::PaymentRecorded,
         Self::PermissionDenied,
     ];
 
@@ -50,6 +52,7 @@ impl AuditAction {
             Self::Logout => "logout",
             Self::PasswordChange => "password_change",
             Self::UserStatusChange => "user_status_change",
+            Self::PaymentRecorded => "payment_recorded",
             Self::PermissionDenied => "permission_denied",
         }
     }

@@ -62,6 +62,51 @@ impl Job for PasswordChangedEmail {
     }
 }
 
+/// Confirmation to a client that a property was allocated to them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AllocationConfirmationEmail {
+    pub company_id: Uuid,
+    pub allocation_id: Uuid,
+    pub client_email: String,
+    pub client_name: String,
+    pub plot_number: String,
+    /// Money as a decimal string with two places.
+    pub total_price: String,
+}
+
+impl Job for AllocationConfirmationEmail {
+    const NAME: &'static str = "allocation_confirmation_email";
+    fn company_id(&self) -> Uuid {
+        self.company_id
+    }
+    fn idempotency_key(&self) -> String {
+        format!("{}:{}", Self::NAME, self.allocation_id)
+    }
+}
+
+/// Receipt to a client for a payment on their allocation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PaymentReceivedEmail {
+    pub company_id: Uuid,
+    pub allocation_id: Uuid,
+    pub payment_id: Uuid,
+    pub client_email: String,
+    pub client_name: String,
+    /// Money as decimal strings with two places.
+    pub amount: String,
+    pub balance: String,
+}
+
+impl Job for PaymentReceivedEmail {
+    const NAME: &'static str = "payment_received_email";
+    fn company_id(&self) -> Uuid {
+        self.company_id
+    }
+    fn idempotency_key(&self) -> String {
+        format!("{}:{}", Self::NAME, self.payment_id)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the job worker is not built yet; `estate worker` will run jobs once the job-workers issue lands"

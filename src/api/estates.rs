@@ -100,7 +100,7 @@ pub struct UpdateEstate {
     pub status: MaybeUndefined<String>,
 }
 
-fn patch_field(f: &MaybeUndefined<String>) -> PatchField<'_> {
+pub(crate) fn patch_field(f: &MaybeUndefined<String>) -> PatchField<'_> {
     match f {
         MaybeUndefined::Undefined => PatchField::Absent,
         MaybeUndefined::Null => PatchField::Null,

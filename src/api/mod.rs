@@ -1,15 +1,19 @@
 //! The HTTP layer: parse requests, call the domain, map errors. Every endpoint goes through
 //! poem-openapi so the OpenAPI document is generated from the code.
 
+pub mod allocations;
 pub mod audit;
 pub mod auth;
+pub mod clients;
 pub mod companies;
 pub mod estates;
 pub mod health;
 pub mod listing;
 pub mod middleware;
 pub mod problem;
+pub mod properties;
 pub mod security;
+pub mod types;
 pub mod users;
 
 use std::sync::Arc;
@@ -42,6 +46,12 @@ pub enum ApiTags {
     Users,
     /// Estates of the caller's company
     Estates,
+    /// Properties (plots) in the estates
+    Properties,
+    /// Clients (buyers)
+    Clients,
+    /// Allocations of properties to clients, and payments
+    Allocations,
     /// The company's audit log
     Audit,
 }
@@ -52,6 +62,9 @@ pub type Apis = (
     companies::CompaniesApi,
     users::UsersApi,
     estates::EstatesApi,
+    properties::PropertiesApi,
+    clients::ClientsApi,
+    allocations::AllocationsApi,
     audit::AuditApi,
 );
 
@@ -63,6 +76,9 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             companies::CompaniesApi,
             users::UsersApi,
             estates::EstatesApi,
+            properties::PropertiesApi,
+            clients::ClientsApi,
+            allocations::AllocationsApi,
             audit::AuditApi,
         ),
         "Estate API",

@@ -25,6 +25,21 @@ pub enum Operation {
     CompaniesGet,
     CompaniesUpdate,
     AuditLogsList,
+    PropertiesList,
+    PropertiesCreate,
+    PropertiesGet,
+    PropertiesUpdate,
+    PropertiesDelete,
+    ClientsList,
+    ClientsCreate,
+    ClientsGet,
+    ClientsUpdate,
+    ClientsDelete,
+    AllocationsList,
+    AllocationsCreate,
+    AllocationsGet,
+    AllocationsRecordPayment,
+    AllocationsPaymentHistory,
     Logout,
 }
 
@@ -40,7 +55,7 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 31] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -56,6 +71,21 @@ impl Operation {
         Operation::CompaniesGet,
         Operation::CompaniesUpdate,
         Operation::AuditLogsList,
+        Operation::PropertiesList,
+        Operation::PropertiesCreate,
+        Operation::PropertiesGet,
+        Operation::PropertiesUpdate,
+        Operation::PropertiesDelete,
+        Operation::ClientsList,
+        Operation::ClientsCreate,
+        Operation::ClientsGet,
+        Operation::ClientsUpdate,
+        Operation::ClientsDelete,
+        Operation::AllocationsList,
+        Operation::AllocationsCreate,
+        Operation::AllocationsGet,
+        Operation::AllocationsRecordPayment,
+        Operation::AllocationsPaymentHistory,
         Operation::Logout,
     ];
 
@@ -78,6 +108,25 @@ impl Operation {
             Operation::CompaniesGet => ("get", "/api/v1/companies/{id}"),
             Operation::CompaniesUpdate => ("patch", "/api/v1/companies/{id}"),
             Operation::AuditLogsList => ("get", "/api/v1/audit-logs"),
+            Operation::PropertiesList => ("get", "/api/v1/properties"),
+            Operation::PropertiesCreate => ("post", "/api/v1/properties"),
+            Operation::PropertiesGet => ("get", "/api/v1/properties/{id}"),
+            Operation::PropertiesUpdate => ("patch", "/api/v1/properties/{id}"),
+            Operation::PropertiesDelete => ("delete", "/api/v1/properties/{id}"),
+            Operation::ClientsList => ("get", "/api/v1/clients"),
+            Operation::ClientsCreate => ("post", "/api/v1/clients"),
+            Operation::ClientsGet => ("get", "/api/v1/clients/{id}"),
+            Operation::ClientsUpdate => ("patch", "/api/v1/clients/{id}"),
+            Operation::ClientsDelete => ("delete", "/api/v1/clients/{id}"),
+            Operation::AllocationsList => ("get", "/api/v1/allocations"),
+            Operation::AllocationsCreate => ("post", "/api/v1/allocations"),
+            Operation::AllocationsGet => ("get", "/api/v1/allocations/{id}"),
+            Operation::AllocationsRecordPayment => {
+                ("post", "/api/v1/allocations/{id}/record_payment")
+            }
+            Operation::AllocationsPaymentHistory => {
+                ("get", "/api/v1/allocations/{id}/payment_history")
+            }
             Operation::Logout => ("post", "/api/v1/auth/logout"),
         }
     }
@@ -87,11 +136,27 @@ impl Operation {
         use Access::{Read, Write};
         use Role::{Admin, Member, Viewer};
         match self {
-            Operation::EstatesList | Operation::EstatesGet => rule(Viewer, Read),
-            // Members: only estates they created (checked by the domain).
-            Operation::EstatesCreate | Operation::EstatesUpdate | Operation::EstatesDelete => {
-                rule(Member, Write)
-            }
+            Operation::EstatesList
+            | Operation::EstatesGet
+            | Operation::PropertiesList
+            | Operation::PropertiesGet
+            | Operation::ClientsList
+            | Operation::ClientsGet
+            | Operation::AllocationsList
+            | Operation::AllocationsGet
+            | Operation::AllocationsPaymentHistory => rule(Viewer, Read),
+            // Members change only what they created (checked by the domain).
+            Operation::EstatesCreate
+            | Operation::EstatesUpdate
+            | Operation::EstatesDelete
+            | Operation::PropertiesCreate
+            | Operation::PropertiesUpdate
+            | Operation::PropertiesDelete
+            | Operation::ClientsCreate
+            | Operation::ClientsUpdate
+            | Operation::ClientsDelete
+            | Operation::AllocationsCreate
+            | Operation::AllocationsRecordPayment => rule(Member, Write),
             Operation::UsersList | Operation::UsersGet => rule(Viewer, Read),
             Operation::UsersCreate | Operation::UsersToggleStatus => rule(Admin, Write),
             // Anyone may change their own name; only admins others' (checked by the domain).

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
 use super::values::{required, text};
 use crate::audit::{self, AuditAction};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::db::tenancy::TenantTx;
 use crate::error::{AppError, FieldErrors};
 
@@ -232,18 +232,6 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
     }
 }
 
-/// Members may change only what they created; admins and owners anything. (Who may write
-/// at all is the permission table's business.)
-fn ensure_can_change(principal: &Principal, estate: &Estate) -> Result<(), AppError> {
-    if principal.role.at_least(Role::Admin) || estate.created_by == principal.user_id {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "members may only change estates they created".into(),
-        ))
-    }
-}
-
 pub async fn create(
     tx: &mut TenantTx,
     principal: &Principal,
@@ -293,7 +281,7 @@ pub async fn update(
     patch: EstatePatch,
 ) -> Result<Estate, AppError> {
     let current = get_for_update(tx, id).await?;
-    ensure_can_change(principal, &current)?;
+    super::may_change(principal, current.created_by, "estates")?;
     let sql = format!(
         "UPDATE estates SET
              name = coalesce($2, name),
@@ -328,7 +316,18 @@ pub async fn update(
 
 pub async fn delete(tx: &mut TenantTx, principal: &Principal, id: Uuid) -> Result<(), AppError> {
     let current = get_for_update(tx, id).await?;
-    ensure_can_change(principal, &current)?;
+    super::may_change(principal, current.created_by, "estates")?;
+    let has_properties = tx
+        .query_opt(
+            "SELECT 1 FROM properties WHERE estate_id = $1 LIMIT 1",
+            &[&id],
+        )
+        .await?;
+    if has_properties.is_some() {
+        return Err(AppError::Conflict(
+            "the estate has properties; delete or move them first".into(),
+        ));
+    }
     tx.execute("DELETE FROM estates WHERE id = $1", &[&id])
         .await?;
     let entry = principal

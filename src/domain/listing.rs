@@ -220,6 +220,15 @@ pub async fn fetch_page<T>(
     })
 }
 
+/// `%`, `_` and `\` taken literally in a LIKE pattern.
+pub fn like_pattern(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// `ids=a,b,c` as a list of UUIDs.
 pub fn parse_ids(raw: &str) -> Result<Vec<Uuid>, String> {
     let ids: Result<Vec<Uuid>, _> = raw

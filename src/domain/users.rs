@@ -13,7 +13,7 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
+use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page, like_pattern};
 use super::values::{EmailAddress, new_password, required, text};
 use estate_jobs::{PasswordChangedEmail, WelcomeEmail};
 
@@ -135,15 +135,6 @@ pub const DEFAULT_ORDERING: Ordering = Ordering {
     column: "created_at",
     descending: false,
 };
-
-/// `%`, `_` and `\` taken literally in a LIKE pattern.
-fn like_pattern(s: &str) -> String {
-    let escaped = s
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
 
 pub async fn list(
     conn: &mut Object,

@@ -1,6 +1,8 @@
 //! Parsers for input values ("parse, don't validate"): each turns raw input into a value
 //! the domain can trust, or into a message for the field that was wrong.
 
+use rust_decimal::Decimal;
+
 /// A syntactically plausible e-mail address, trimmed. Compared case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailAddress(String);
@@ -68,6 +70,83 @@ pub fn new_password(raw: &str) -> Result<String, String> {
     }
 }
 
+/// A decimal of at most `max_int_digits` digits before the point and two after, written as
+/// digits only (no sign, exponent or separators): `"2500000"`, `"2500000.5"`, `"2500000.50"`.
+fn decimal2(raw: &str, max_int_digits: usize) -> Result<Decimal, String> {
+    let s = raw.trim();
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let shaped = !int.is_empty()
+        && int.len() <= max_int_digits
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 2
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (frac.is_empty() == !s.contains('.'));
+    if !shaped {
+        return Err(format!(
+            "must be a decimal string with at most {max_int_digits} digits and two decimal places, e.g. \"2500000.00\""
+        ));
+    }
+    let mut d = Decimal::from_str_exact(s).map_err(|e| e.to_string())?;
+    d.rescale(2);
+    Ok(d)
+}
+
+/// An amount of money: a non-negative decimal with two places, stored as NUMERIC and
+/// written as a string (`"2500000.00"`), never a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Money(Decimal);
+
+impl Money {
+    pub const ZERO: Money = Money(Decimal::ZERO);
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        decimal2(raw, 12).map(Money)
+    }
+
+    /// A strictly positive amount, such as a payment.
+    pub fn parse_positive(raw: &str) -> Result<Self, String> {
+        Self::parse(raw).and_then(|m| {
+            if m.0.is_zero() {
+                Err("must be more than 0".into())
+            } else {
+                Ok(m)
+            }
+        })
+    }
+
+    pub fn from_decimal(d: Decimal) -> Self {
+        let mut d = d;
+        d.rescale(2);
+        Money(d)
+    }
+
+    pub fn decimal(self) -> Decimal {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2}", self.0)
+    }
+}
+
+impl serde::Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An area in square metres: positive, two decimal places.
+pub fn area(raw: &str) -> Result<Decimal, String> {
+    let d = decimal2(raw, 10)?;
+    if d.is_zero() {
+        Err("must be more than 0".into())
+    } else {
+        Ok(d)
+    }
+}
+
 /// A required field: `None` becomes the field's error.
 pub fn required<T>(value: Option<T>) -> Result<T, String> {
     value.ok_or_else(|| "is required".to_string())
@@ -76,6 +155,38 @@ pub fn required<T>(value: Option<T>) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_is_a_two_place_decimal_string() {
+        assert_eq!(Money::parse("2500000").unwrap().to_string(), "2500000.00");
+        assert_eq!(Money::parse(" 12.5 ").unwrap().to_string(), "12.50");
+        assert_eq!(Money::parse("0.07").unwrap().to_string(), "0.07");
+        for bad in [
+            "",
+            "-1",
+            "1.234",
+            "1e3",
+            "1,000",
+            "1.",
+            ".5",
+            "+3",
+            "NaN",
+            "1 000",
+            "9999999999999",
+        ] {
+            assert!(Money::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Money::parse_positive("0.00").is_err());
+        assert!(area("0").is_err() && area("450.5").is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn money_round_trips_through_its_text(cents in 0u64..100_000_000_000_000) {
+            let m = Money::from_decimal(Decimal::new(cents as i64, 2));
+            prop_assert_eq!(Money::parse(&m.to_string()).unwrap(), m);
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -13,4 +13,5 @@ mod openapi;
 mod outbox;
 mod permissions;
 mod provisioning;
+mod sales;
 mod users;

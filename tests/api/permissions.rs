@@ -75,22 +75,29 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
     }
     let mut fixtures = Vec::new();
     for (role, _, token) in &callers {
-        // An estate of the caller's own where it may create one (members change only their own).
+        // Objects of the caller's own where it may create them (members change only their
+        // own); the owner's for viewers, whom the table refuses anyway.
         let creator = if role.at_least(Role::Member) {
             token
         } else {
             &owner.access_token
         };
-        let estate = app
-            .create_estate(creator, json!({"name": format!("{role:?}'s")}))
-            .await;
-        fixtures.push(estate["id"].as_str().unwrap().to_string());
+        fixtures.push(Fixtures::make(&app, creator, &format!("{role:?}")).await);
     }
-    for ((role, user, token), own_estate) in callers.into_iter().zip(fixtures) {
+    for ((role, user, token), own) in callers.into_iter().zip(fixtures) {
+        let own_estate = &own.estate;
         let company = owner.company_id;
         // Logout last: it ends the session the others use.
         let mut operations = Operation::ALL.to_vec();
-        operations.sort_by_key(|op| matches!(op, Operation::Logout | Operation::EstatesDelete));
+        operations.sort_by_key(|op| {
+            matches!(
+                op,
+                Operation::Logout
+                    | Operation::EstatesDelete
+                    | Operation::PropertiesDelete
+                    | Operation::ClientsDelete
+            )
+        });
         for op in operations {
             let (method, body, path) = match op {
                 Operation::EstatesList => (Method::GET, None, "/api/v1/estates".to_string()),
@@ -146,6 +153,71 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                     format!("/api/v1/companies/{company}"),
                 ),
                 Operation::AuditLogsList => (Method::GET, None, "/api/v1/audit-logs".into()),
+                Operation::PropertiesList => (Method::GET, None, "/api/v1/properties".into()),
+                Operation::PropertiesCreate => (
+                    Method::POST,
+                    Some(
+                        json!({"estate_id": own.spare_estate, "plot_number": Uuid::new_v4().to_string()[..8], "size_sqm": "100", "price": "1000"}),
+                    ),
+                    "/api/v1/properties".into(),
+                ),
+                Operation::PropertiesGet => (
+                    Method::GET,
+                    None,
+                    format!("/api/v1/properties/{}", own.property),
+                ),
+                Operation::PropertiesUpdate => (
+                    Method::PATCH,
+                    Some(json!({"price": "1200.00"})),
+                    format!("/api/v1/properties/{}", own.property),
+                ),
+                Operation::PropertiesDelete => (
+                    Method::DELETE,
+                    None,
+                    format!("/api/v1/properties/{}", own.property),
+                ),
+                Operation::ClientsList => (Method::GET, None, "/api/v1/clients".into()),
+                Operation::ClientsCreate => (
+                    Method::POST,
+                    Some(json!({"full_name": "Walk-in"})),
+                    "/api/v1/clients".into(),
+                ),
+                Operation::ClientsGet => {
+                    (Method::GET, None, format!("/api/v1/clients/{}", own.client))
+                }
+                Operation::ClientsUpdate => (
+                    Method::PATCH,
+                    Some(json!({"phone": "+234 800 000 0000"})),
+                    format!("/api/v1/clients/{}", own.client),
+                ),
+                Operation::ClientsDelete => (
+                    Method::DELETE,
+                    None,
+                    format!("/api/v1/clients/{}", own.client),
+                ),
+                Operation::AllocationsList => (Method::GET, None, "/api/v1/allocations".into()),
+                Operation::AllocationsCreate => (
+                    Method::POST,
+                    Some(
+                        json!({"property_id": own.free_property, "client_id": own.buyer, "payment_plan": "installment"}),
+                    ),
+                    "/api/v1/allocations".into(),
+                ),
+                Operation::AllocationsGet => (
+                    Method::GET,
+                    None,
+                    format!("/api/v1/allocations/{}", own.allocation),
+                ),
+                Operation::AllocationsRecordPayment => (
+                    Method::POST,
+                    Some(json!({"amount": "1.00", "method": "cash"})),
+                    format!("/api/v1/allocations/{}/record_payment", own.allocation),
+                ),
+                Operation::AllocationsPaymentHistory => (
+                    Method::GET,
+                    None,
+                    format!("/api/v1/allocations/{}/payment_history", own.allocation),
+                ),
                 Operation::Logout => (Method::POST, Some(json!({})), "/api/v1/auth/logout".into()),
             };
             assert_eq!(op.endpoint().0.to_uppercase(), method.as_str(), "{op:?}");
@@ -163,6 +235,76 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
             } else {
                 assert_eq!(status, 403, "{role:?} {op:?}");
             }
+        }
+    }
+}
+
+/// What one caller acts on in the walk.
+struct Fixtures {
+    estate: String,
+    /// Holds `property`, so deleting the estate (last) still finds it empty.
+    spare_estate: String,
+    property: String,
+    client: String,
+    /// Allocated by the walk's AllocationsCreate.
+    free_property: String,
+    buyer: String,
+    allocation: String,
+}
+
+async fn id_of(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 201);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+impl Fixtures {
+    async fn make(app: &TestApp, token: &str, who: &str) -> Self {
+        let estate = app
+            .create_estate(token, json!({"name": format!("{who}'s")}))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let spare_estate = app
+            .create_estate(token, json!({"name": format!("{who}'s spare")}))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let property = |plot: &str| {
+            let body = json!({"estate_id": spare_estate, "plot_number": plot, "size_sqm": "100", "price": "1000"});
+            async move { id_of(app.post("/api/v1/properties", Some(token), body).await).await }
+        };
+        let (prop, free, sold) = (
+            property("A-1").await,
+            property("A-2").await,
+            property("A-3").await,
+        );
+        let client = |name: &str| {
+            let body = json!({"full_name": name});
+            async move { id_of(app.post("/api/v1/clients", Some(token), body).await).await }
+        };
+        let (own_client, buyer) = (client("Own").await, client("Buyer").await);
+        let allocation = id_of(
+            app.post(
+                "/api/v1/allocations",
+                Some(token),
+                json!({"property_id": sold, "client_id": buyer, "payment_plan": "installment"}),
+            )
+            .await,
+        )
+        .await;
+        Fixtures {
+            estate,
+            spare_estate,
+            property: prop,
+            client: own_client,
+            free_property: free,
+            buyer,
+            allocation,
         }
     }
 }
