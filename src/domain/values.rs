@@ -80,7 +80,7 @@ fn decimal2(raw: &str, max_int_digits: usize) -> Result<Decimal, String> {
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.len() <= 2
         && frac.bytes().all(|b| b.is_ascii_digit())
-        && (frac.is_empty() == !s.contains('.'));
+        && (frac.is_empty() != s.contains('.'));
     if !shaped {
         return Err(format!(
             "must be a decimal string with at most {max_int_digits} digits and two decimal places, e.g. \"2500000.00\""
