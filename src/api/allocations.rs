@@ -20,6 +20,8 @@ use crate::domain::allocations::{
     self, Allocation, AllocationFilter, AllocationStatus, DEFAULT_ORDERING, NewAllocation,
     NewPayment, ORDERING_FIELDS, Payment,
 };
+use crate::domain::estates;
+use crate::domain::listing::PageRequest;
 use crate::error::FieldErrors;
 
 pub struct AllocationsApi;
@@ -304,6 +306,59 @@ impl AllocationsApi {
             next: None,
             previous: None,
             results: payments.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// The allocations of an estate's properties, newest first.
+    #[oai(path = "/estates/:id/allocations", method = "get")]
+    async fn of_estate(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        req: &Request,
+        id: Path<Uuid>,
+        /// Page number, from 1.
+        page: Query<Option<i64>>,
+        /// Results per page, 1–100 (default 20).
+        page_size: Query<Option<i64>>,
+        /// Only allocations with this status.
+        status: Query<Option<String>>,
+    ) -> Result<Json<AllocationPage>, ErrorResponse> {
+        let mut errors = FieldErrors::default();
+        let page = errors.check("page", PageRequest::parse_page(page.0));
+        let page_size = errors.check("page_size", PageRequest::parse_page_size(page_size.0));
+        let status = errors.check(
+            "status",
+            status.0.as_deref().map(AllocationStatus::parse).transpose(),
+        );
+        let filter = errors.finish(|| {
+            Some(AllocationFilter {
+                status: status?,
+                property_id: None,
+                client_id: None,
+                estate_id: Some(id.0),
+                created_after: None,
+                created_before: None,
+                ids: None,
+                ordering: DEFAULT_ORDERING,
+                page: PageRequest {
+                    page: page?,
+                    page_size: page_size?,
+                },
+            })
+        })?;
+        let mut tx = auth
+            .tenant_tx(&state, Operation::EstatesAllocations)
+            .await?;
+        estates::get(&mut tx, id.0).await?;
+        let page = allocations::list(&mut tx, &filter).await?;
+        tx.commit_read_only()?;
+        let (next, previous) = links(req, &page);
+        Ok(Json(AllocationPage {
+            count: page.count,
+            next,
+            previous,
+            results: page.results.into_iter().map(Into::into).collect(),
         }))
     }
 }

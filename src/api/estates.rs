@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
+use super::types::DecimalString;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
 use crate::domain::estates::{
@@ -303,4 +304,53 @@ impl EstatesApi {
         tx.commit().await?;
         Ok(DeletedEstate::Deleted)
     }
+
+    /// Figures of an estate: properties by status, allocated value, amount collected and
+    /// outstanding balance.
+    #[oai(path = "/estates/:id/statistics", method = "get")]
+    async fn statistics(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<EstateStatisticsBody>, ErrorResponse> {
+        let mut tx = auth.tenant_tx(&state, Operation::EstatesStatistics).await?;
+        let s = estates::statistics(&mut tx, id.0).await?;
+        tx.commit_read_only()?;
+        Ok(Json(EstateStatisticsBody {
+            estate_id: s.estate_id,
+            properties: PropertiesByStatus {
+                total: s.properties_total,
+                available: s.available,
+                reserved: s.reserved,
+                allocated: s.allocated,
+                sold: s.sold,
+            },
+            allocated_value: DecimalString(s.allocated_value.to_string()),
+            amount_collected: DecimalString(s.amount_collected.to_string()),
+            outstanding: DecimalString(s.outstanding.to_string()),
+        }))
+    }
+}
+
+#[derive(Object)]
+pub struct PropertiesByStatus {
+    pub total: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub allocated: i64,
+    pub sold: i64,
+}
+
+#[derive(Object)]
+#[oai(rename = "EstateStatistics")]
+pub struct EstateStatisticsBody {
+    pub estate_id: Uuid,
+    pub properties: PropertiesByStatus,
+    /// Total price of the estate's allocations that are not cancelled.
+    pub allocated_value: DecimalString,
+    /// Paid so far on those allocations.
+    pub amount_collected: DecimalString,
+    /// Still to be paid on active allocations.
+    pub outstanding: DecimalString,
 }

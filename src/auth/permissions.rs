@@ -15,6 +15,8 @@ pub enum Operation {
     EstatesGet,
     EstatesUpdate,
     EstatesDelete,
+    EstatesStatistics,
+    EstatesAllocations,
     UsersList,
     UsersCreate,
     UsersGet,
@@ -55,12 +57,14 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 31] = [
+    pub const ALL: [Operation; 33] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
         Operation::EstatesUpdate,
         Operation::EstatesDelete,
+        Operation::EstatesStatistics,
+        Operation::EstatesAllocations,
         Operation::UsersList,
         Operation::UsersCreate,
         Operation::UsersGet,
@@ -98,6 +102,8 @@ impl Operation {
             Operation::EstatesGet => ("get", "/api/v1/estates/{id}"),
             Operation::EstatesUpdate => ("patch", "/api/v1/estates/{id}"),
             Operation::EstatesDelete => ("delete", "/api/v1/estates/{id}"),
+            Operation::EstatesStatistics => ("get", "/api/v1/estates/{id}/statistics"),
+            Operation::EstatesAllocations => ("get", "/api/v1/estates/{id}/allocations"),
             Operation::UsersList => ("get", "/api/v1/users"),
             Operation::UsersCreate => ("post", "/api/v1/users"),
             Operation::UsersGet => ("get", "/api/v1/users/{id}"),
@@ -138,6 +144,8 @@ impl Operation {
         match self {
             Operation::EstatesList
             | Operation::EstatesGet
+            | Operation::EstatesStatistics
+            | Operation::EstatesAllocations
             | Operation::PropertiesList
             | Operation::PropertiesGet
             | Operation::ClientsList

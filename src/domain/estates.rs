@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::listing::{Filters, Listing, Ordering, Page, PageRequest, fetch_page};
-use super::values::{required, text};
+use super::values::{Money, required, text};
 use crate::audit::{self, AuditAction};
 use crate::auth::Principal;
 use crate::db::tenancy::TenantTx;
@@ -222,6 +222,55 @@ pub async fn list(tx: &mut TenantTx, filter: &EstateFilter) -> Result<Page<Estat
         filters.and("id = ANY(?)", ids.clone());
     }
     fetch_page(tx, &LISTING, &filters, &filter.ordering, filter.page).await
+}
+
+/// Figures of one estate: its properties by status and the money of their allocations.
+#[derive(Debug, Clone)]
+pub struct EstateStatistics {
+    pub estate_id: Uuid,
+    pub properties_total: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub allocated: i64,
+    pub sold: i64,
+    /// Total price of the estate's allocations that are not cancelled.
+    pub allocated_value: Money,
+    /// Paid so far on those allocations.
+    pub amount_collected: Money,
+    /// Still to be paid on active allocations.
+    pub outstanding: Money,
+}
+
+pub async fn statistics(tx: &mut TenantTx, id: Uuid) -> Result<EstateStatistics, AppError> {
+    get(tx, id).await?;
+    let row = tx
+        .query(
+            "SELECT
+                 (SELECT count(*) FROM properties WHERE estate_id = $1),
+                 (SELECT count(*) FILTER (WHERE status = 'available') FROM properties WHERE estate_id = $1),
+                 (SELECT count(*) FILTER (WHERE status = 'reserved') FROM properties WHERE estate_id = $1),
+                 (SELECT count(*) FILTER (WHERE status = 'allocated') FROM properties WHERE estate_id = $1),
+                 (SELECT count(*) FILTER (WHERE status = 'sold') FROM properties WHERE estate_id = $1),
+                 coalesce(sum(a.total_price), 0),
+                 coalesce(sum(a.amount_paid), 0),
+                 coalesce(sum(a.balance) FILTER (WHERE a.status = 'active'), 0)
+             FROM allocations a JOIN properties p ON p.id = a.property_id
+             WHERE p.estate_id = $1 AND a.status <> 'cancelled'",
+            &[&id],
+        )
+        .await?;
+    let row = row.first().ok_or(AppError::NotFound("estate"))?;
+    Ok(EstateStatistics {
+        estate_id: id,
+        properties_total: row.try_get(0)?,
+        available: row.try_get(1)?,
+        reserved: row.try_get(2)?,
+        allocated: row.try_get(3)?,
+        sold: row.try_get(4)?,
+        allocated_value: Money::from_decimal(row.try_get(5)?),
+        amount_collected: Money::from_decimal(row.try_get(6)?),
+        outstanding: Money::from_decimal(row.try_get(7)?),
+    })
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {

@@ -153,6 +153,16 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                     format!("/api/v1/companies/{company}"),
                 ),
                 Operation::AuditLogsList => (Method::GET, None, "/api/v1/audit-logs".into()),
+                Operation::EstatesStatistics => (
+                    Method::GET,
+                    None,
+                    format!("/api/v1/estates/{}/statistics", own.spare_estate),
+                ),
+                Operation::EstatesAllocations => (
+                    Method::GET,
+                    None,
+                    format!("/api/v1/estates/{}/allocations", own.spare_estate),
+                ),
                 Operation::PropertiesList => (Method::GET, None, "/api/v1/properties".into()),
                 Operation::PropertiesCreate => (
                     Method::POST,

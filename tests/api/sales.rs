@@ -392,3 +392,85 @@ async fn clients_are_validated_searched_and_cleared() {
         .await;
     problem(unnamed, 422).await;
 }
+
+#[tokio::test]
+async fn estate_statistics_and_allocations_add_up() {
+    let app = spawn_app().await;
+    let t = app.register("Acme").await;
+    let token = t.access_token.as_str();
+    let estate = app.create_estate(token, json!({"name": "Counted"})).await;
+    let elsewhere = app.create_estate(token, json!({"name": "Elsewhere"})).await;
+    let p1 = property(&app, token, id(&estate), "C-1", "1000").await;
+    let p2 = property(&app, token, id(&estate), "C-2", "2000").await;
+    property(&app, token, id(&estate), "C-3", "3000").await;
+    let other = property(&app, token, id(&elsewhere), "E-1", "9999").await;
+    let buyer = client(&app, token, "Counted Buyer").await;
+    let allocate = |p: &Value| {
+        let body =
+            json!({"property_id": id(p), "client_id": id(&buyer), "payment_plan": "installment"});
+        let app = &app;
+        async move { created(app.post("/api/v1/allocations", Some(token), body).await).await }
+    };
+    let a1 = allocate(&p1).await;
+    allocate(&p2).await;
+    allocate(&other).await;
+    let pay = |a: &Value, amount: &str| {
+        let path = format!("/api/v1/allocations/{}/record_payment", id(a));
+        let body = json!({"amount": amount, "method": "cash"});
+        let app = &app;
+        async move { assert_eq!(app.post(&path, Some(token), body).await.status(), 200) }
+    };
+    pay(&a1, "500").await;
+
+    let stats_path = format!("/api/v1/estates/{}/statistics", id(&estate));
+    let stats: Value = app.get(&stats_path, token).await.json().await.unwrap();
+    assert_eq!(
+        stats["properties"],
+        json!({"total": 3, "available": 1, "reserved": 0, "allocated": 2, "sold": 0})
+    );
+    assert_eq!(stats["allocated_value"], "3000.00");
+    assert_eq!(stats["amount_collected"], "500.00");
+    assert_eq!(stats["outstanding"], "2500.00");
+
+    pay(&a1, "500").await;
+    let stats: Value = app.get(&stats_path, token).await.json().await.unwrap();
+    assert_eq!(stats["properties"]["sold"], 1);
+    assert_eq!(stats["amount_collected"], "1000.00");
+    assert_eq!(stats["outstanding"], "2000.00");
+
+    let of_estate: Value = app
+        .get(
+            &format!("/api/v1/estates/{}/allocations", id(&estate)),
+            token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(of_estate["count"], 2, "only this estate's allocations");
+    let completed: Value = app
+        .get(
+            &format!(
+                "/api/v1/estates/{}/allocations?status=completed",
+                id(&estate)
+            ),
+            token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(completed["results"][0]["id"], a1["id"]);
+
+    let stranger = app.register("Stranger").await;
+    problem(app.get(&stats_path, &stranger.access_token).await, 404).await;
+    problem(
+        app.get(
+            &format!("/api/v1/estates/{}/allocations", Uuid::now_v7()),
+            token,
+        )
+        .await,
+        404,
+    )
+    .await;
+}
