@@ -310,6 +310,7 @@ impl AllocationsApi {
     }
 
     /// The allocations of an estate's properties, newest first.
+    #[allow(clippy::too_many_arguments)]
     #[oai(path = "/estates/:id/allocations", method = "get")]
     async fn of_estate(
         &self,
