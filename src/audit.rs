@@ -25,11 +25,12 @@ pub enum AuditAction {
     PasswordChange,
     UserStatusChange,
     PaymentRecorded,
+    BulkOperation,
     PermissionDenied,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 10] = [
+    pub const ALL: [AuditAction; 11] = [
         Self::Create,
         Self::Update,
         Self::Delete,
@@ -39,6 +40,7 @@ impl AuditAction {
         Self::PasswordChange,
         Self::UserStatusChange,
         Self::PaymentRecorded,
+        Self::BulkOperation,
         Self::PermissionDenied,
     ];
 
@@ -53,6 +55,7 @@ impl AuditAction {
             Self::PasswordChange => "password_change",
             Self::UserStatusChange => "user_status_change",
             Self::PaymentRecorded => "payment_recorded",
+            Self::BulkOperation => "bulk_operation",
             Self::PermissionDenied => "permission_denied",
         }
     }
@@ -106,6 +109,12 @@ impl AuditEntry {
     pub fn object(mut self, object_type: &'static str, id: Uuid) -> Self {
         self.object_type = Some(object_type);
         self.object_id = Some(id);
+        self
+    }
+
+    /// For an entry about a kind of object rather than one (bulk operations).
+    pub fn object_type(mut self, object_type: &'static str) -> Self {
+        self.object_type = Some(object_type);
         self
     }
 

@@ -77,6 +77,27 @@ impl FieldErrors {
     }
 }
 
+impl FieldErrors {
+    /// Files every field error of `e` under `prefix` (`items[3]` → `items[3].price`), or,
+    /// for an error of the item as a whole (conflict, not found, forbidden), under
+    /// `prefix` itself. Other errors are not an item's fault and are handed back.
+    pub fn absorb(&mut self, prefix: &str, e: AppError) -> Result<(), AppError> {
+        match e {
+            AppError::Validation(fields) => {
+                for (field, messages) in fields.0 {
+                    for message in messages {
+                        self.add(&format!("{prefix}.{field}"), message);
+                    }
+                }
+            }
+            AppError::Conflict(message) | AppError::Forbidden(message) => self.add(prefix, message),
+            AppError::NotFound(what) => self.add(prefix, format!("no such {what}")),
+            other => return Err(other),
+        }
+        Ok(())
+    }
+}
+
 /// True when the error is a unique violation of the named constraint.
 pub fn is_unique_violation(e: &DbError, constraint: &str) -> bool {
     e.sql_state() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)

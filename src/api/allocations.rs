@@ -362,4 +362,57 @@ impl AllocationsApi {
             results: page.results.into_iter().map(Into::into).collect(),
         }))
     }
+
+    /// Make many allocations at once: all or none. Any failing item fails the request with
+    /// per-item errors (`allocations[i].property_id`, `allocations[i]`) and nothing changes.
+    #[oai(path = "/allocations/bulk_allocate", method = "post")]
+    async fn bulk_allocate(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        body: Json<BulkAllocate>,
+    ) -> Result<CreatedAllocations, ErrorResponse> {
+        let items = body
+            .0
+            .allocations
+            .into_iter()
+            .map(|b| {
+                NewAllocation::parse(
+                    b.property_id,
+                    b.client_id,
+                    b.payment_plan.as_deref(),
+                    decimal_text(&b.total_price),
+                )
+            })
+            .collect();
+        let mut tx = auth
+            .tenant_tx(&state, Operation::AllocationsBulkAllocate)
+            .await?;
+        let made = allocations::bulk_allocate(&mut tx, &auth.0, items).await?;
+        tx.commit().await?;
+        Ok(CreatedAllocations::Created(Json(BulkAllocations {
+            count: made.len() as i64,
+            results: made.into_iter().map(Into::into).collect(),
+        })))
+    }
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct BulkAllocate {
+    /// 1 to 100 allocations.
+    pub allocations: Vec<CreateAllocation>,
+}
+
+#[derive(Object)]
+pub struct BulkAllocations {
+    pub count: i64,
+    pub results: Vec<AllocationBody>,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedAllocations {
+    /// Every allocation was made.
+    #[oai(status = 201)]
+    Created(Json<BulkAllocations>),
 }

@@ -262,4 +262,51 @@ impl PropertiesApi {
         tx.commit().await?;
         Ok(DeletedProperty::Deleted)
     }
+
+    /// Set the price of many properties at once: all or none. Any failing item fails the
+    /// request with per-item errors (`updates[i].price`, `updates[i]`) and nothing changes.
+    #[oai(path = "/properties/bulk_price_update", method = "post")]
+    async fn bulk_price_update(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<ApiState>>,
+        body: Json<BulkPriceUpdate>,
+    ) -> Result<Json<BulkProperties>, ErrorResponse> {
+        let updates = body
+            .0
+            .updates
+            .into_iter()
+            .map(|u| (u.id, u.price.map(|p| p.0)))
+            .collect();
+        let mut tx = auth
+            .tenant_tx(&state, Operation::PropertiesBulkPriceUpdate)
+            .await?;
+        let updated = properties::bulk_price_update(&mut tx, &auth.0, updates).await?;
+        tx.commit().await?;
+        Ok(Json(BulkProperties {
+            count: updated.len() as i64,
+            results: updated.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct PriceUpdate {
+    pub id: Option<Uuid>,
+    /// Money, e.g. `"2750000.00"`.
+    pub price: Option<DecimalString>,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct BulkPriceUpdate {
+    /// 1 to 500 items.
+    pub updates: Vec<PriceUpdate>,
+}
+
+#[derive(Object)]
+pub struct BulkProperties {
+    pub count: i64,
+    pub results: Vec<PropertyBody>,
 }

@@ -32,6 +32,7 @@ pub enum Operation {
     PropertiesGet,
     PropertiesUpdate,
     PropertiesDelete,
+    PropertiesBulkPriceUpdate,
     ClientsList,
     ClientsCreate,
     ClientsGet,
@@ -42,6 +43,7 @@ pub enum Operation {
     AllocationsGet,
     AllocationsRecordPayment,
     AllocationsPaymentHistory,
+    AllocationsBulkAllocate,
     Logout,
 }
 
@@ -57,7 +59,7 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 33] = [
+    pub const ALL: [Operation; 35] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -80,6 +82,7 @@ impl Operation {
         Operation::PropertiesGet,
         Operation::PropertiesUpdate,
         Operation::PropertiesDelete,
+        Operation::PropertiesBulkPriceUpdate,
         Operation::ClientsList,
         Operation::ClientsCreate,
         Operation::ClientsGet,
@@ -90,6 +93,7 @@ impl Operation {
         Operation::AllocationsGet,
         Operation::AllocationsRecordPayment,
         Operation::AllocationsPaymentHistory,
+        Operation::AllocationsBulkAllocate,
         Operation::Logout,
     ];
 
@@ -119,6 +123,9 @@ impl Operation {
             Operation::PropertiesGet => ("get", "/api/v1/properties/{id}"),
             Operation::PropertiesUpdate => ("patch", "/api/v1/properties/{id}"),
             Operation::PropertiesDelete => ("delete", "/api/v1/properties/{id}"),
+            Operation::PropertiesBulkPriceUpdate => {
+                ("post", "/api/v1/properties/bulk_price_update")
+            }
             Operation::ClientsList => ("get", "/api/v1/clients"),
             Operation::ClientsCreate => ("post", "/api/v1/clients"),
             Operation::ClientsGet => ("get", "/api/v1/clients/{id}"),
@@ -133,6 +140,7 @@ impl Operation {
             Operation::AllocationsPaymentHistory => {
                 ("get", "/api/v1/allocations/{id}/payment_history")
             }
+            Operation::AllocationsBulkAllocate => ("post", "/api/v1/allocations/bulk_allocate"),
             Operation::Logout => ("post", "/api/v1/auth/logout"),
         }
     }
@@ -164,7 +172,9 @@ impl Operation {
             | Operation::ClientsUpdate
             | Operation::ClientsDelete
             | Operation::AllocationsCreate
-            | Operation::AllocationsRecordPayment => rule(Member, Write),
+            | Operation::AllocationsRecordPayment
+            | Operation::PropertiesBulkPriceUpdate
+            | Operation::AllocationsBulkAllocate => rule(Member, Write),
             Operation::UsersList | Operation::UsersGet => rule(Viewer, Read),
             Operation::UsersCreate | Operation::UsersToggleStatus => rule(Admin, Write),
             // Anyone may change their own name; only admins others' (checked by the domain).

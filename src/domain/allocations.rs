@@ -478,3 +478,42 @@ pub async fn payment_history(tx: &mut TenantTx, id: Uuid) -> Result<Vec<Payment>
     let rows = tx.query(&sql, &[&id]).await?;
     rows.iter().map(Payment::from_row).collect()
 }
+
+/// Most allocations one bulk request may carry.
+pub const MAX_BULK_ITEMS: usize = 100;
+
+/// Makes many allocations, all or none: any item that fails fails the whole request with
+/// every item's errors, keyed `allocations[i]`, and nothing changes.
+pub async fn bulk_allocate(
+    tx: &mut TenantTx,
+    principal: &Principal,
+    items: Vec<Result<NewAllocation, AppError>>,
+) -> Result<Vec<Allocation>, AppError> {
+    let mut errors = FieldErrors::default();
+    if items.is_empty() || items.len() > MAX_BULK_ITEMS {
+        errors.add(
+            "allocations",
+            format!("must hold 1 to {MAX_BULK_ITEMS} items"),
+        );
+        return Err(AppError::Validation(errors));
+    }
+    let mut made = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let result = match item {
+            Ok(new) => create(tx, principal, new).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(allocation) => made.push(allocation),
+            Err(e) => errors.absorb(&format!("allocations[{i}]"), e)?,
+        }
+    }
+    errors.finish(|| Some(()))?;
+    let ids: Vec<Uuid> = made.iter().map(|a| a.id).collect();
+    let entry = principal
+        .audit(AuditAction::BulkOperation)
+        .object_type("allocation")
+        .after(&serde_json::json!({ "operation": "bulk_allocate", "allocations": ids }));
+    audit::record(tx, entry).await?;
+    Ok(made)
+}

@@ -391,3 +391,53 @@ pub async fn delete(tx: &mut TenantTx, principal: &Principal, id: Uuid) -> Resul
         .before(&current);
     audit::record(tx, entry).await
 }
+
+/// Most items one bulk request may carry.
+pub const MAX_BULK_ITEMS: usize = 500;
+
+/// Sets the price of many properties, all or none: any item that fails (missing,
+/// another member's, bad price) fails the whole request with every item's errors, keyed
+/// `updates[i]`, and nothing changes.
+pub async fn bulk_price_update(
+    tx: &mut TenantTx,
+    principal: &Principal,
+    updates: Vec<(Option<Uuid>, Option<String>)>,
+) -> Result<Vec<Property>, AppError> {
+    let mut errors = FieldErrors::default();
+    if updates.is_empty() || updates.len() > MAX_BULK_ITEMS {
+        errors.add("updates", format!("must hold 1 to {MAX_BULK_ITEMS} items"));
+        return Err(AppError::Validation(errors));
+    }
+    let mut updated = Vec::with_capacity(updates.len());
+    for (i, (id, price)) in updates.into_iter().enumerate() {
+        let prefix = format!("updates[{i}]");
+        let parsed = PropertyPatch::parse(None, None, price.as_deref(), None).and_then(|patch| {
+            if patch.price.is_none() {
+                let mut e = FieldErrors::default();
+                e.add("price", "is required");
+                return Err(AppError::Validation(e));
+            }
+            Ok(patch)
+        });
+        let result = match (id, parsed) {
+            (None, _) => {
+                errors.add(&format!("{prefix}.id"), "is required");
+                continue;
+            }
+            (Some(_), Err(e)) => Err(e),
+            (Some(id), Ok(patch)) => update(tx, principal, id, patch).await,
+        };
+        match result {
+            Ok(property) => updated.push(property),
+            Err(e) => errors.absorb(&prefix, e)?,
+        }
+    }
+    errors.finish(|| Some(()))?;
+    let ids: Vec<Uuid> = updated.iter().map(|p| p.id).collect();
+    let entry = principal
+        .audit(AuditAction::BulkOperation)
+        .object_type("property")
+        .after(&serde_json::json!({ "operation": "bulk_price_update", "properties": ids }));
+    audit::record(tx, entry).await?;
+    Ok(updated)
+}

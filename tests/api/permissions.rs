@@ -153,6 +153,18 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                     format!("/api/v1/companies/{company}"),
                 ),
                 Operation::AuditLogsList => (Method::GET, None, "/api/v1/audit-logs".into()),
+                Operation::PropertiesBulkPriceUpdate => (
+                    Method::POST,
+                    Some(json!({"updates": [{"id": own.property, "price": "1300.00"}]})),
+                    "/api/v1/properties/bulk_price_update".into(),
+                ),
+                Operation::AllocationsBulkAllocate => (
+                    Method::POST,
+                    Some(
+                        json!({"allocations": [{"property_id": own.bulk_property, "client_id": own.buyer, "payment_plan": "outright"}]}),
+                    ),
+                    "/api/v1/allocations/bulk_allocate".into(),
+                ),
                 Operation::EstatesStatistics => (
                     Method::GET,
                     None,
@@ -258,6 +270,8 @@ struct Fixtures {
     client: String,
     /// Allocated by the walk's AllocationsCreate.
     free_property: String,
+    /// Allocated by the walk's AllocationsBulkAllocate.
+    bulk_property: String,
     buyer: String,
     allocation: String,
 }
@@ -288,6 +302,7 @@ impl Fixtures {
             let body = json!({"estate_id": spare_estate, "plot_number": plot, "size_sqm": "100", "price": "1000"});
             async move { id_of(app.post("/api/v1/properties", Some(token), body).await).await }
         };
+        let bulk_property = property("A-4").await;
         let (prop, free, sold) = (
             property("A-1").await,
             property("A-2").await,
@@ -313,6 +328,7 @@ impl Fixtures {
             property: prop,
             client: own_client,
             free_property: free,
+            bulk_property,
             buyer,
             allocation,
         }

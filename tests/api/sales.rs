@@ -474,3 +474,149 @@ async fn estate_statistics_and_allocations_add_up() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn bulk_price_update_is_all_or_nothing_with_errors_per_item() {
+    let app = spawn_app().await;
+    let t = app.register("Acme").await;
+    let token = t.access_token.as_str();
+    let estate = app.create_estate(token, json!({"name": "Bulk"})).await;
+    let p1 = property(&app, token, id(&estate), "B-1", "100").await;
+    let p2 = property(&app, token, id(&estate), "B-2", "200").await;
+
+    let bad = app
+        .post(
+            "/api/v1/properties/bulk_price_update",
+            Some(token),
+            json!({"updates": [
+                {"id": id(&p1), "price": "150"},
+                {"id": id(&p2), "price": "-1"},
+                {"id": Uuid::now_v7(), "price": "10"},
+                {"price": "10"}
+            ]}),
+        )
+        .await;
+    let body = problem(bad, 422).await;
+    let errors = body["errors"].as_object().unwrap();
+    let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
+    assert_eq!(fields, ["updates[1].price", "updates[2]", "updates[3].id"]);
+    let unchanged: Value = app
+        .get(&format!("/api/v1/properties/{}", id(&p1)), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged["price"], "100.00",
+        "the valid item was not applied either"
+    );
+
+    let ok = app
+        .post(
+            "/api/v1/properties/bulk_price_update",
+            Some(token),
+            json!({"updates": [{"id": id(&p1), "price": "150"}, {"id": id(&p2), "price": "250.5"}]}),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    let ok: Value = ok.json().await.unwrap();
+    assert_eq!(ok["count"], 2);
+    let prices: Vec<&str> = ok["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["price"].as_str().unwrap())
+        .collect();
+    assert_eq!(prices, ["150.00", "250.50"]);
+    let logged: Value = app
+        .get("/api/v1/audit-logs?action=bulk_operation", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(logged["count"], 1);
+    problem(
+        app.post(
+            "/api/v1/properties/bulk_price_update",
+            Some(token),
+            json!({"updates": []}),
+        )
+        .await,
+        422,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bulk_allocate_is_all_or_nothing_with_errors_per_item() {
+    let app = spawn_app().await;
+    let t = app.register("Acme").await;
+    let token = t.access_token.as_str();
+    let estate = app.create_estate(token, json!({"name": "Bulk"})).await;
+    let p1 = property(&app, token, id(&estate), "BA-1", "100").await;
+    let p2 = property(&app, token, id(&estate), "BA-2", "200").await;
+    let buyer = client(&app, token, "Bulk Buyer").await;
+    let item = |p: &Value| json!({"property_id": id(p), "client_id": id(&buyer), "payment_plan": "installment"});
+
+    let bad = app
+        .post(
+            "/api/v1/allocations/bulk_allocate",
+            Some(token),
+            json!({"allocations": [item(&p1), item(&p1), {"property_id": id(&p2), "client_id": id(&buyer), "payment_plan": "layaway"}]}),
+        )
+        .await;
+    let body = problem(bad, 422).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields, ["allocations[1]", "allocations[2].payment_plan"]);
+    let none: Value = app
+        .get("/api/v1/allocations", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["count"], 0, "the valid first item was rolled back too");
+    let still: Value = app
+        .get(&format!("/api/v1/properties/{}", id(&p1)), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["status"], "available");
+    let queued: i64 = app
+        .database
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE job = 'allocation_confirmation_email'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        queued, 0,
+        "no confirmation for an allocation that never happened"
+    );
+
+    let ok = app
+        .post(
+            "/api/v1/allocations/bulk_allocate",
+            Some(token),
+            json!({"allocations": [item(&p1), item(&p2)]}),
+        )
+        .await;
+    let ok = created(ok).await;
+    assert_eq!(ok["count"], 2);
+    let all: Value = app
+        .get("/api/v1/allocations", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["count"], 2);
+}
