@@ -26,11 +26,12 @@ pub enum AuditAction {
     UserStatusChange,
     PaymentRecorded,
     BulkOperation,
+    Export,
     PermissionDenied,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 12] = [
         Self::Create,
         Self::Update,
         Self::Delete,
@@ -41,6 +42,7 @@ impl AuditAction {
         Self::UserStatusChange,
         Self::PaymentRecorded,
         Self::BulkOperation,
+        Self::Export,
         Self::PermissionDenied,
     ];
 
@@ -56,6 +58,7 @@ impl AuditAction {
             Self::UserStatusChange => "user_status_change",
             Self::PaymentRecorded => "payment_recorded",
             Self::BulkOperation => "bulk_operation",
+            Self::Export => "export",
             Self::PermissionDenied => "permission_denied",
         }
     }

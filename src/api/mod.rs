@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod problem;
 pub mod properties;
 pub mod security;
+pub mod transactions;
 pub mod types;
 pub mod users;
 
@@ -52,6 +53,8 @@ pub enum ApiTags {
     Clients,
     /// Allocations of properties to clients, and payments
     Allocations,
+    /// Payments across allocations: list, statistics, export
+    Transactions,
     /// The company's audit log
     Audit,
 }
@@ -65,6 +68,7 @@ pub type Apis = (
     properties::PropertiesApi,
     clients::ClientsApi,
     allocations::AllocationsApi,
+    transactions::TransactionsApi,
     audit::AuditApi,
 );
 
@@ -79,6 +83,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             properties::PropertiesApi,
             clients::ClientsApi,
             allocations::AllocationsApi,
+            transactions::TransactionsApi,
             audit::AuditApi,
         ),
         "Estate API",

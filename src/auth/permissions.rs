@@ -44,6 +44,9 @@ pub enum Operation {
     AllocationsRecordPayment,
     AllocationsPaymentHistory,
     AllocationsBulkAllocate,
+    TransactionsList,
+    TransactionsStatistics,
+    TransactionsExport,
     Logout,
 }
 
@@ -59,7 +62,7 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 35] = [
+    pub const ALL: [Operation; 38] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -94,6 +97,9 @@ impl Operation {
         Operation::AllocationsRecordPayment,
         Operation::AllocationsPaymentHistory,
         Operation::AllocationsBulkAllocate,
+        Operation::TransactionsList,
+        Operation::TransactionsStatistics,
+        Operation::TransactionsExport,
         Operation::Logout,
     ];
 
@@ -141,6 +147,9 @@ impl Operation {
                 ("get", "/api/v1/allocations/{id}/payment_history")
             }
             Operation::AllocationsBulkAllocate => ("post", "/api/v1/allocations/bulk_allocate"),
+            Operation::TransactionsList => ("get", "/api/v1/transactions"),
+            Operation::TransactionsStatistics => ("get", "/api/v1/transactions/statistics"),
+            Operation::TransactionsExport => ("get", "/api/v1/transactions/export"),
             Operation::Logout => ("post", "/api/v1/auth/logout"),
         }
     }
@@ -160,7 +169,10 @@ impl Operation {
             | Operation::ClientsGet
             | Operation::AllocationsList
             | Operation::AllocationsGet
-            | Operation::AllocationsPaymentHistory => rule(Viewer, Read),
+            | Operation::AllocationsPaymentHistory
+            | Operation::TransactionsList
+            | Operation::TransactionsStatistics
+            | Operation::TransactionsExport => rule(Viewer, Read),
             // Members change only what they created (checked by the domain).
             Operation::EstatesCreate
             | Operation::EstatesUpdate

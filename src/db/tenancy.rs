@@ -11,7 +11,7 @@
 use std::fmt;
 
 use deadpool_postgres::Object;
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 use uuid::Uuid;
@@ -378,6 +378,36 @@ async fn pipelined<T>(
 }
 
 impl TenantTx {
+    /// Streams the rows of a query, for answers too big to hold (CSV exports). The stream
+    /// owns the transaction and commits it after the last row. Rows arrive as the client
+    /// takes them: tokio-postgres stops reading the socket while a row waits, so memory
+    /// stays bounded whatever the row count.
+    pub async fn into_stream(
+        mut self,
+        sql: &str,
+        params: Vec<Box<dyn ToSql + Sync + Send>>,
+    ) -> Result<impl Stream<Item = Result<Row, DbError>> + Send + 'static + use<>, DbError> {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        let rows = self
+            .run(sql, |conn, statement| async move {
+                conn.query_raw(&statement, refs).await
+            })
+            .await?;
+        let state = (Box::pin(rows), Some(self));
+        Ok(futures::stream::unfold(
+            state,
+            |(mut rows, mut tx)| async move {
+                match rows.next().await {
+                    Some(row) => Some((row.map_err(DbError::from), (rows, tx))),
+                    None => match tx.take()?.commit().await {
+                        Ok(()) => None,
+                        Err(e) => Some((Err(e), (rows, None))),
+                    },
+                }
+            },
+        ))
+    }
+
     /// Ends a transaction that only read, without waiting for the server's answer: the
     /// `COMMIT` is queued on the connection before it returns to the pool, so the next
     /// borrower's statements run after it, and a read-only transaction has nothing that

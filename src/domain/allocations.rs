@@ -229,11 +229,11 @@ pub struct Payment {
     pub created_at: DateTime<Utc>,
 }
 
-const PAYMENT_COLUMNS: &str =
+pub(crate) const PAYMENT_COLUMNS: &str =
     "id, allocation_id, amount, method, reference, paid_at, recorded_by, created_at";
 
 impl Payment {
-    fn from_row(row: &Row) -> Result<Self, AppError> {
+    pub(crate) fn from_row(row: &Row) -> Result<Self, AppError> {
         Ok(Payment {
             id: row.try_get(0)?,
             allocation_id: row.try_get(1)?,

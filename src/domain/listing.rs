@@ -138,6 +138,16 @@ impl Filters {
         format!("SELECT count(*) FROM {from} WHERE true{}", self.conditions)
     }
 
+    /// The ` AND …` conditions, for statements other than a page.
+    pub fn conditions(&self) -> &str {
+        &self.conditions
+    }
+
+    /// The parameters, owned, for a statement that outlives the filters (a stream).
+    pub fn into_params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
+        self.params
+    }
+
     pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| p.as_ref() as _).collect()
     }

@@ -7,6 +7,7 @@ pub mod companies;
 pub mod estates;
 pub mod listing;
 pub mod properties;
+pub mod transactions;
 pub mod users;
 pub mod values;
 

@@ -14,4 +14,5 @@ mod outbox;
 mod permissions;
 mod provisioning;
 mod sales;
+mod transactions;
 mod users;

@@ -153,6 +153,13 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                     format!("/api/v1/companies/{company}"),
                 ),
                 Operation::AuditLogsList => (Method::GET, None, "/api/v1/audit-logs".into()),
+                Operation::TransactionsList => (Method::GET, None, "/api/v1/transactions".into()),
+                Operation::TransactionsStatistics => {
+                    (Method::GET, None, "/api/v1/transactions/statistics".into())
+                }
+                Operation::TransactionsExport => {
+                    (Method::GET, None, "/api/v1/transactions/export".into())
+                }
                 Operation::PropertiesBulkPriceUpdate => (
                     Method::POST,
                     Some(json!({"updates": [{"id": own.property, "price": "1300.00"}]})),
