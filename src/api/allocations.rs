@@ -5,11 +5,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::idempotency::{Claimed, Keyed};
 use super::listing::{RawListParams, links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
@@ -230,8 +231,14 @@ impl AllocationsApi {
         &self,
         auth: BearerAuth,
         state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<CreateAllocation>,
     ) -> Result<CreatedAllocation, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let b = body.0;
         let new = NewAllocation::parse(
             b.property_id,
@@ -240,9 +247,14 @@ impl AllocationsApi {
             decimal_text(&b.total_price),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::AllocationsCreate).await?;
-        let allocation = allocations::create(&mut tx, &auth.0, new).await?;
+        let pending = match keyed.claim(&mut tx).await? {
+            Claimed::Replay(body) => return Ok(CreatedAllocation::Created(Json(body))),
+            Claimed::Fresh(pending) => pending,
+        };
+        let body = AllocationBody::from(allocations::create(&mut tx, &auth.0, new).await?);
+        pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
-        Ok(CreatedAllocation::Created(Json(allocation.into())))
+        Ok(CreatedAllocation::Created(Json(body)))
     }
 
     /// Get one allocation. Another company's allocation answers 404.
@@ -267,8 +279,14 @@ impl AllocationsApi {
         auth: BearerAuth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<RecordPayment>,
     ) -> Result<Json<PaymentRecorded>, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let b = body.0;
         let payment = NewPayment::parse(
             decimal_text(&b.amount),
@@ -279,13 +297,19 @@ impl AllocationsApi {
         let mut tx = auth
             .tenant_tx(&state, Operation::AllocationsRecordPayment)
             .await?;
+        let pending = match keyed.claim(&mut tx).await? {
+            Claimed::Replay(body) => return Ok(Json(body)),
+            Claimed::Fresh(pending) => pending,
+        };
         let (allocation, payment) =
             allocations::record_payment(&mut tx, &auth.0, id.0, payment).await?;
-        tx.commit().await?;
-        Ok(Json(PaymentRecorded {
+        let body = PaymentRecorded {
             allocation: allocation.into(),
             payment: payment.into(),
-        }))
+        };
+        pending.finish(&mut tx, 200, &body).await?;
+        tx.commit().await?;
+        Ok(Json(body))
     }
 
     /// Every payment of an allocation, oldest first.
@@ -370,8 +394,14 @@ impl AllocationsApi {
         &self,
         auth: BearerAuth,
         state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<BulkAllocate>,
     ) -> Result<CreatedAllocations, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let items = body
             .0
             .allocations
@@ -388,12 +418,18 @@ impl AllocationsApi {
         let mut tx = auth
             .tenant_tx(&state, Operation::AllocationsBulkAllocate)
             .await?;
+        let pending = match keyed.claim(&mut tx).await? {
+            Claimed::Replay(body) => return Ok(CreatedAllocations::Created(Json(body))),
+            Claimed::Fresh(pending) => pending,
+        };
         let made = allocations::bulk_allocate(&mut tx, &auth.0, items).await?;
-        tx.commit().await?;
-        Ok(CreatedAllocations::Created(Json(BulkAllocations {
+        let body = BulkAllocations {
             count: made.len() as i64,
             results: made.into_iter().map(Into::into).collect(),
-        })))
+        };
+        pending.finish(&mut tx, 201, &body).await?;
+        tx.commit().await?;
+        Ok(CreatedAllocations::Created(Json(body)))
     }
 }
 

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::estates::patch_field;
+use super::idempotency::{Claimed, Keyed};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
@@ -163,8 +164,14 @@ impl ClientsApi {
         &self,
         auth: BearerAuth,
         state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<CreateClient>,
     ) -> Result<CreatedClient, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let b = body.0;
         let new = NewClient::parse(
             b.full_name.as_deref(),
@@ -172,9 +179,14 @@ impl ClientsApi {
             b.phone.as_deref(),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::ClientsCreate).await?;
-        let client = clients::create(&mut tx, &auth.0, new).await?;
+        let pending = match keyed.claim(&mut tx).await? {
+            Claimed::Replay(body) => return Ok(CreatedClient::Created(Json(body))),
+            Claimed::Fresh(pending) => pending,
+        };
+        let body = ClientBody::from(clients::create(&mut tx, &auth.0, new).await?);
+        pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
-        Ok(CreatedClient::Created(Json(client.into())))
+        Ok(CreatedClient::Created(Json(body)))
     }
 
     /// Get one client. Another company's client answers 404.

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
+use super::idempotency::{Claimed, Keyed};
 use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
@@ -240,8 +241,14 @@ impl EstatesApi {
         &self,
         auth: BearerAuth,
         state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<CreateEstate>,
     ) -> Result<CreatedEstate, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let b = body.0;
         let new = NewEstate::parse(
             b.name.as_deref(),
@@ -250,9 +257,14 @@ impl EstatesApi {
             b.status.as_deref(),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::EstatesCreate).await?;
-        let estate = estates::create(&mut tx, &auth.0, new).await?;
+        let pending = match keyed.claim(&mut tx).await? {
+            Claimed::Replay(body) => return Ok(CreatedEstate::Created(Json(body))),
+            Claimed::Fresh(pending) => pending,
+        };
+        let body = EstateBody::from(estates::create(&mut tx, &auth.0, new).await?);
+        pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
-        Ok(CreatedEstate::Created(Json(estate.into())))
+        Ok(CreatedEstate::Created(Json(body)))
     }
 
     /// Get one estate. Another company's estate id answers 404, like a missing one.

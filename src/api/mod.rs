@@ -8,6 +8,7 @@ pub mod clients;
 pub mod companies;
 pub mod estates;
 pub mod health;
+pub mod idempotency;
 pub mod listing;
 pub mod middleware;
 pub mod problem;

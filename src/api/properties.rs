@@ -5,11 +5,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::idempotency::{Claimed, Keyed};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::BearerAuth;
@@ -197,8 +198,14 @@ impl PropertiesApi {
         &self,
         auth: BearerAuth,
         state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<CreateProperty>,
     ) -> Result<CreatedProperty, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let b = body.0;
         let new = NewProperty::parse(
             b.estate_id,
@@ -208,9 +215,14 @@ impl PropertiesApi {
             b.status.as_deref(),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::PropertiesCreate).await?;
-        let property = properties::create(&mut tx, &auth.0, new).await?;
+        let pending = match keyed.claim(&mut tx).await? {
+            Claimed::Replay(body) => return Ok(CreatedProperty::Created(Json(body))),
+            Claimed::Fresh(pending) => pending,
+        };
+        let body = PropertyBody::from(properties::create(&mut tx, &auth.0, new).await?);
+        pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
-        Ok(CreatedProperty::Created(Json(property.into())))
+        Ok(CreatedProperty::Created(Json(body)))
     }
 
     /// Get one property. Another company's property answers 404.

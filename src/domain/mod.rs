@@ -5,6 +5,7 @@ pub mod allocations;
 pub mod clients;
 pub mod companies;
 pub mod estates;
+pub mod idempotency;
 pub mod listing;
 pub mod properties;
 pub mod transactions;

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod errors;
 mod estates;
+mod idempotency;
 mod isolation;
 mod migrations;
 mod openapi;
