@@ -27,6 +27,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TENANTS_PROVISIONED: usize = 200;
 const TENANTS_SERVED: usize = 100;
 const ESTATES_PER_TENANT: usize = 20;
+const PROPERTY_TENANTS: usize = 10;
+const PROPERTIES_PER_TENANT: usize = 10_000;
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
 
 fn env_or(name: &str, default: &str) -> String {
@@ -160,28 +162,85 @@ async fn run(config: &Config) {
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped());
 
+    let url = format!("http://{addr}");
+    let estates: Vec<(String, String)> = tokens
+        .iter()
+        .map(|t| (t.clone(), "/api/v1/estates".to_string()))
+        .collect();
+    let label =
+        format!("GET /api/v1/estates over {TENANTS_SERVED} tenants x {ESTATES_PER_TENANT} estates");
+    run_wrk(&url, &label, &estates).await;
+
+    // 3. Properties: tenants holding 10,000 plots each, the common filtered listing.
+    let conn = db.shared().await.unwrap();
+    let mut requests = Vec::new();
+    for (company, token) in companies.iter().zip(&tokens).take(PROPERTY_TENANTS) {
+        let schema = db.naming().tenant(*company).schema.quoted();
+        let user: Uuid = conn
+            .query_one("SELECT id FROM users WHERE company_id = $1", &[&company.0])
+            .await
+            .unwrap()
+            .get(0);
+        let estate: Uuid = conn
+            .query_one(
+                &format!("SELECT id FROM {schema}.estates ORDER BY name LIMIT 1"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        // Spread over the tenant's estates; a quarter of each status.
+        conn.execute(
+            &format!(
+                "INSERT INTO {schema}.properties (id, estate_id, plot_number, size_sqm, price, status, created_by)
+                 SELECT gen_random_uuid(), e.ids[1 + n % array_length(e.ids, 1)], 'P-' || n, 300 + n % 200,
+                        1000000 + (n * 7919) % 9000000,
+                        (ARRAY['available', 'reserved', 'allocated', 'sold'])[1 + n % 4], $1
+                 FROM generate_series(1, $2::int) AS n,
+                      (SELECT array_agg(id ORDER BY name) AS ids FROM {schema}.estates) AS e"
+            ),
+            &[&user, &(PROPERTIES_PER_TENANT as i32)],
+        )
+        .await
+        .unwrap();
+        let path =
+            format!("/api/v1/properties?estate_id={estate}&status=available&ordering=-price");
+        requests.push((token.clone(), path));
+    }
+    drop(conn);
+    settle(&db).await;
+    let label = format!(
+        "GET /api/v1/properties?estate_id=…&status=available&ordering=-price over {PROPERTY_TENANTS} tenants x {PROPERTIES_PER_TENANT} properties"
+    );
+    run_wrk(&url, &label, &requests).await;
+}
+
+/// Loads the server from wrk (a separate process) with `requests` (token, path) in turn,
+/// and prints requests/s, p50 and p99.
+async fn run_wrk(url: &str, label: &str, requests: &[(String, String)]) {
     let script = std::env::temp_dir().join(format!("estate-bench-{}.lua", std::process::id()));
-    let token_list: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
+    let list: Vec<String> = requests
+        .iter()
+        .map(|(token, path)| format!("{{ \"{token}\", \"{path}\" }}"))
+        .collect();
     std::fs::write(
         &script,
         format!(
-            "tokens = {{ {} }}\ncounter = math.random(1, #tokens)\n\
-             request = function()\n  counter = counter % #tokens + 1\n  \
-             return wrk.format(\"GET\", \"/api/v1/estates\", {{ [\"Authorization\"] = \"Bearer \" .. tokens[counter] }})\nend\n\
+            "requests = {{ {} }}\ncounter = math.random(1, #requests)\n\
+             request = function()\n  counter = counter % #requests + 1\n  local r = requests[counter]\n  \
+             return wrk.format(\"GET\", r[2], {{ [\"Authorization\"] = \"Bearer \" .. r[1] }})\nend\n\
              response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status) end\nend\n",
-            token_list.join(", ")
+            list.join(", ")
         ),
     )
     .unwrap();
-
     let duration = env_or("BENCH_DURATION", "15s");
     let connections = env_or("BENCH_CONNECTIONS", "64");
-    let url = format!("http://{addr}");
     let wrk = |d: &str| {
         tokio::process::Command::new("wrk")
             .args(["-t2", "-c", &connections, "-d", d, "--latency", "-s"])
             .arg(&script)
-            .arg(&url)
+            .arg(url)
             .output()
     };
     // Warm up connections and statement caches, then measure.
@@ -191,9 +250,7 @@ async fn run(config: &Config) {
     let output = match output {
         Ok(o) => o,
         Err(e) => {
-            println!(
-                "list endpoint: wrk not runnable ({e}); install it with `apt-get install wrk`"
-            );
+            println!("{label}: wrk not runnable ({e}); install it with `apt-get install wrk`");
             return;
         }
     };
@@ -209,7 +266,7 @@ async fn run(config: &Config) {
         .lines()
         .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     println!(
-        "list endpoint: GET /api/v1/estates over {TENANTS_SERVED} tenants x {ESTATES_PER_TENANT} estates, {connections} connections: {} requests/s, p50 {}, p99 {}{}",
+        "{label}, {connections} connections: {} requests/s, p50 {}, p99 {}{}",
         field("Requests/sec:"),
         field("50%"),
         field("99%"),
