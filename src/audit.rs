@@ -24,6 +24,8 @@ pub enum AuditAction {
     Logout,
     PasswordChange,
     UserStatusChange,
+    ApiKeyCreated,
+    ApiKeyRevoked,
     PaymentRecorded,
     BulkOperation,
     Export,
@@ -31,7 +33,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 14] = [
         Self::Create,
         Self::Update,
         Self::Delete,
@@ -40,6 +42,8 @@ impl AuditAction {
         Self::Logout,
         Self::PasswordChange,
         Self::UserStatusChange,
+        Self::ApiKeyCreated,
+        Self::ApiKeyRevoked,
         Self::PaymentRecorded,
         Self::BulkOperation,
         Self::Export,
@@ -56,6 +60,8 @@ impl AuditAction {
             Self::Logout => "logout",
             Self::PasswordChange => "password_change",
             Self::UserStatusChange => "user_status_change",
+            Self::ApiKeyCreated => "api_key_created",
+            Self::ApiKeyRevoked => "api_key_revoked",
             Self::PaymentRecorded => "payment_recorded",
             Self::BulkOperation => "bulk_operation",
             Self::Export => "export",
@@ -88,6 +94,7 @@ pub struct RequestOrigin {
 pub struct AuditEntry {
     action: AuditAction,
     actor: Option<Uuid>,
+    actor_kind: &'static str,
     object_type: Option<&'static str>,
     object_id: Option<Uuid>,
     before: Option<Value>,
@@ -101,12 +108,19 @@ impl AuditEntry {
         AuditEntry {
             action,
             actor: Some(user),
+            actor_kind: "user",
             object_type: None,
             object_id: None,
             before: None,
             after: None,
             origin: origin.clone(),
         }
+    }
+
+    /// The actor is an API key (its id), not a user.
+    pub fn by_api_key(mut self) -> Self {
+        self.actor_kind = "api_key";
+        self
     }
 
     pub fn object(mut self, object_type: &'static str, id: Uuid) -> Self {
@@ -134,8 +148,8 @@ impl AuditEntry {
 
 fn insert_sql(table: &str) -> String {
     format!(
-        "INSERT INTO {table} (id, action, actor_id, object_type, object_id, before, after, ip, user_agent, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO {table} (id, action, actor_id, object_type, object_id, before, after, ip, user_agent, request_id, actor_kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )
 }
 
@@ -152,6 +166,7 @@ macro_rules! entry_params {
             &$e.origin.ip,
             &$e.origin.user_agent,
             &$e.origin.request_id,
+            &$e.actor_kind,
         ]
     };
 }

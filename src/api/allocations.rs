@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::idempotency::{Claimed, Keyed};
 use super::listing::{RawListParams, links, parse_time};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::types::{DecimalString, decimal_text};
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
@@ -159,7 +159,7 @@ impl AllocationsApi {
     #[oai(path = "/allocations", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.
@@ -229,7 +229,7 @@ impl AllocationsApi {
     #[oai(path = "/allocations", method = "post")]
     async fn create(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Makes a retry safe: a request repeated with the same key within 24 hours gets
@@ -251,7 +251,7 @@ impl AllocationsApi {
             Claimed::Replay(body) => return Ok(CreatedAllocation::Created(Json(body))),
             Claimed::Fresh(pending) => pending,
         };
-        let body = AllocationBody::from(allocations::create(&mut tx, &auth.0, new).await?);
+        let body = AllocationBody::from(allocations::create(&mut tx, auth.principal(), new).await?);
         pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
         Ok(CreatedAllocation::Created(Json(body)))
@@ -261,7 +261,7 @@ impl AllocationsApi {
     #[oai(path = "/allocations/:id", method = "get")]
     async fn get(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<AllocationBody>, ErrorResponse> {
@@ -276,7 +276,7 @@ impl AllocationsApi {
     #[oai(path = "/allocations/:id/record_payment", method = "post")]
     async fn record_payment(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         req: &Request,
@@ -302,7 +302,7 @@ impl AllocationsApi {
             Claimed::Fresh(pending) => pending,
         };
         let (allocation, payment) =
-            allocations::record_payment(&mut tx, &auth.0, id.0, payment).await?;
+            allocations::record_payment(&mut tx, auth.principal(), id.0, payment).await?;
         let body = PaymentRecorded {
             allocation: allocation.into(),
             payment: payment.into(),
@@ -316,7 +316,7 @@ impl AllocationsApi {
     #[oai(path = "/allocations/:id/payment_history", method = "get")]
     async fn payment_history(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<PaymentHistory>, ErrorResponse> {
@@ -338,7 +338,7 @@ impl AllocationsApi {
     #[oai(path = "/estates/:id/allocations", method = "get")]
     async fn of_estate(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         id: Path<Uuid>,
@@ -392,7 +392,7 @@ impl AllocationsApi {
     #[oai(path = "/allocations/bulk_allocate", method = "post")]
     async fn bulk_allocate(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Makes a retry safe: a request repeated with the same key within 24 hours gets
@@ -422,7 +422,7 @@ impl AllocationsApi {
             Claimed::Replay(body) => return Ok(CreatedAllocations::Created(Json(body))),
             Claimed::Fresh(pending) => pending,
         };
-        let made = allocations::bulk_allocate(&mut tx, &auth.0, items).await?;
+        let made = allocations::bulk_allocate(&mut tx, auth.principal(), items).await?;
         let body = BulkAllocations {
             count: made.len() as i64,
             results: made.into_iter().map(Into::into).collect(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::{ApiState, ApiTags};
 use crate::audit::{
     self, AuditAction, AuditFilter, AuditRecord, DEFAULT_ORDERING, ORDERING_FIELDS,
@@ -127,7 +127,7 @@ impl AuditApi {
     #[oai(path = "/audit-logs", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::middleware::origin;
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
 use crate::auth::session::{self, Session};
@@ -198,12 +198,12 @@ impl AuthApi {
     #[oai(path = "/auth/logout", method = "post")]
     async fn logout(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         body: Json<LogoutRequest>,
     ) -> Result<LogoutResponse, ErrorResponse> {
         auth.verified(&state, Operation::Logout).await?;
-        session::logout(&state.db, &auth.0, body.0.refresh_token.as_deref()).await?;
+        session::logout(&state.db, auth.principal(), body.0.refresh_token.as_deref()).await?;
         Ok(LogoutResponse::LoggedOut)
     }
 }

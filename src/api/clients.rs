@@ -15,7 +15,7 @@ use super::estates::patch_field;
 use super::idempotency::{Claimed, Keyed};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
 use crate::domain::clients::{
@@ -106,7 +106,7 @@ impl ClientsApi {
     #[oai(path = "/clients", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.
@@ -162,7 +162,7 @@ impl ClientsApi {
     #[oai(path = "/clients", method = "post")]
     async fn create(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Makes a retry safe: a request repeated with the same key within 24 hours gets
@@ -183,7 +183,7 @@ impl ClientsApi {
             Claimed::Replay(body) => return Ok(CreatedClient::Created(Json(body))),
             Claimed::Fresh(pending) => pending,
         };
-        let body = ClientBody::from(clients::create(&mut tx, &auth.0, new).await?);
+        let body = ClientBody::from(clients::create(&mut tx, auth.principal(), new).await?);
         pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
         Ok(CreatedClient::Created(Json(body)))
@@ -193,7 +193,7 @@ impl ClientsApi {
     #[oai(path = "/clients/:id", method = "get")]
     async fn get(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<ClientBody>, ErrorResponse> {
@@ -207,7 +207,7 @@ impl ClientsApi {
     #[oai(path = "/clients/:id", method = "patch")]
     async fn update(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         body: Json<UpdateClient>,
@@ -219,7 +219,7 @@ impl ClientsApi {
             patch_field(&b.phone),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::ClientsUpdate).await?;
-        let client = clients::update(&mut tx, &auth.0, id.0, patch).await?;
+        let client = clients::update(&mut tx, auth.principal(), id.0, patch).await?;
         tx.commit().await?;
         Ok(Json(client.into()))
     }
@@ -228,12 +228,12 @@ impl ClientsApi {
     #[oai(path = "/clients/:id", method = "delete")]
     async fn delete(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<DeletedClient, ErrorResponse> {
         let mut tx = auth.tenant_tx(&state, Operation::ClientsDelete).await?;
-        clients::delete(&mut tx, &auth.0, id.0).await?;
+        clients::delete(&mut tx, auth.principal(), id.0).await?;
         tx.commit().await?;
         Ok(DeletedClient::Deleted)
     }

@@ -10,7 +10,7 @@ use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
 use crate::domain::companies::{self, CompanyDetails, parse_company_name};
@@ -67,7 +67,7 @@ impl CompaniesApi {
     #[oai(path = "/companies", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
     ) -> Result<Json<CompanyPage>, ErrorResponse> {
         let principal = auth.verified(&state, Operation::CompaniesList).await?;
@@ -84,7 +84,7 @@ impl CompaniesApi {
     #[oai(path = "/companies/:id", method = "get")]
     async fn get(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<CompanyBody>, ErrorResponse> {
@@ -98,7 +98,7 @@ impl CompaniesApi {
     #[oai(path = "/companies/:id", method = "patch")]
     async fn update(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         body: Json<UpdateCompany>,

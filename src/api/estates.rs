@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::idempotency::{Claimed, Keyed};
 use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::types::DecimalString;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
@@ -193,7 +193,7 @@ impl EstatesApi {
     #[oai(path = "/estates", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.
@@ -239,7 +239,7 @@ impl EstatesApi {
     #[oai(path = "/estates", method = "post")]
     async fn create(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Makes a retry safe: a request repeated with the same key within 24 hours gets
@@ -261,7 +261,7 @@ impl EstatesApi {
             Claimed::Replay(body) => return Ok(CreatedEstate::Created(Json(body))),
             Claimed::Fresh(pending) => pending,
         };
-        let body = EstateBody::from(estates::create(&mut tx, &auth.0, new).await?);
+        let body = EstateBody::from(estates::create(&mut tx, auth.principal(), new).await?);
         pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
         Ok(CreatedEstate::Created(Json(body)))
@@ -271,7 +271,7 @@ impl EstatesApi {
     #[oai(path = "/estates/:id", method = "get")]
     async fn get(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<EstateBody>, ErrorResponse> {
@@ -285,7 +285,7 @@ impl EstatesApi {
     #[oai(path = "/estates/:id", method = "patch")]
     async fn update(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         body: Json<UpdateEstate>,
@@ -298,7 +298,7 @@ impl EstatesApi {
             patch_field(&b.status),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::EstatesUpdate).await?;
-        let estate = estates::update(&mut tx, &auth.0, id.0, patch).await?;
+        let estate = estates::update(&mut tx, auth.principal(), id.0, patch).await?;
         tx.commit().await?;
         Ok(Json(estate.into()))
     }
@@ -307,12 +307,12 @@ impl EstatesApi {
     #[oai(path = "/estates/:id", method = "delete")]
     async fn delete(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<DeletedEstate, ErrorResponse> {
         let mut tx = auth.tenant_tx(&state, Operation::EstatesDelete).await?;
-        estates::delete(&mut tx, &auth.0, id.0).await?;
+        estates::delete(&mut tx, auth.principal(), id.0).await?;
         tx.commit().await?;
         Ok(DeletedEstate::Deleted)
     }
@@ -322,7 +322,7 @@ impl EstatesApi {
     #[oai(path = "/estates/:id/statistics", method = "get")]
     async fn statistics(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<EstateStatisticsBody>, ErrorResponse> {

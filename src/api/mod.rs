@@ -2,6 +2,7 @@
 //! poem-openapi so the OpenAPI document is generated from the code.
 
 pub mod allocations;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod clients;
@@ -46,6 +47,8 @@ pub enum ApiTags {
     Companies,
     /// Users of the caller's company and their roles
     Users,
+    /// API keys for machine clients
+    ApiKeys,
     /// Estates of the caller's company
     Estates,
     /// Properties (plots) in the estates
@@ -65,6 +68,7 @@ pub type Apis = (
     auth::AuthApi,
     companies::CompaniesApi,
     users::UsersApi,
+    api_keys::ApiKeysApi,
     estates::EstatesApi,
     properties::PropertiesApi,
     clients::ClientsApi,
@@ -80,6 +84,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             auth::AuthApi,
             companies::CompaniesApi,
             users::UsersApi,
+            api_keys::ApiKeysApi,
             estates::EstatesApi,
             properties::PropertiesApi,
             clients::ClientsApi,

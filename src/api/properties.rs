@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::idempotency::{Claimed, Keyed};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::types::{DecimalString, decimal_text};
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
@@ -116,7 +116,7 @@ impl PropertiesApi {
     #[oai(path = "/properties", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.
@@ -196,7 +196,7 @@ impl PropertiesApi {
     #[oai(path = "/properties", method = "post")]
     async fn create(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Makes a retry safe: a request repeated with the same key within 24 hours gets
@@ -219,7 +219,7 @@ impl PropertiesApi {
             Claimed::Replay(body) => return Ok(CreatedProperty::Created(Json(body))),
             Claimed::Fresh(pending) => pending,
         };
-        let body = PropertyBody::from(properties::create(&mut tx, &auth.0, new).await?);
+        let body = PropertyBody::from(properties::create(&mut tx, auth.principal(), new).await?);
         pending.finish(&mut tx, 201, &body).await?;
         tx.commit().await?;
         Ok(CreatedProperty::Created(Json(body)))
@@ -229,7 +229,7 @@ impl PropertiesApi {
     #[oai(path = "/properties/:id", method = "get")]
     async fn get(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<PropertyBody>, ErrorResponse> {
@@ -243,7 +243,7 @@ impl PropertiesApi {
     #[oai(path = "/properties/:id", method = "patch")]
     async fn update(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         body: Json<UpdateProperty>,
@@ -256,7 +256,7 @@ impl PropertiesApi {
             b.status.as_deref(),
         )?;
         let mut tx = auth.tenant_tx(&state, Operation::PropertiesUpdate).await?;
-        let property = properties::update(&mut tx, &auth.0, id.0, patch).await?;
+        let property = properties::update(&mut tx, auth.principal(), id.0, patch).await?;
         tx.commit().await?;
         Ok(Json(property.into()))
     }
@@ -265,12 +265,12 @@ impl PropertiesApi {
     #[oai(path = "/properties/:id", method = "delete")]
     async fn delete(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<DeletedProperty, ErrorResponse> {
         let mut tx = auth.tenant_tx(&state, Operation::PropertiesDelete).await?;
-        properties::delete(&mut tx, &auth.0, id.0).await?;
+        properties::delete(&mut tx, auth.principal(), id.0).await?;
         tx.commit().await?;
         Ok(DeletedProperty::Deleted)
     }
@@ -280,7 +280,7 @@ impl PropertiesApi {
     #[oai(path = "/properties/bulk_price_update", method = "post")]
     async fn bulk_price_update(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         body: Json<BulkPriceUpdate>,
     ) -> Result<Json<BulkProperties>, ErrorResponse> {
@@ -293,7 +293,7 @@ impl PropertiesApi {
         let mut tx = auth
             .tenant_tx(&state, Operation::PropertiesBulkPriceUpdate)
             .await?;
-        let updated = properties::bulk_price_update(&mut tx, &auth.0, updates).await?;
+        let updated = properties::bulk_price_update(&mut tx, auth.principal(), updates).await?;
         tx.commit().await?;
         Ok(Json(BulkProperties {
             count: updated.len() as i64,

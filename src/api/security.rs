@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::SecurityScheme;
-use poem_openapi::auth::Bearer;
+use poem_openapi::auth::{ApiKey, Bearer};
 
 use super::ApiState;
 use super::middleware::origin;
 use super::problem::ErrorResponse;
 use crate::audit::{self, AuditAction};
 use crate::auth::permissions::{self, Operation};
-use crate::auth::{Access, Principal, session};
+use crate::auth::{Access, Principal, api_keys, session};
 use crate::db::tenancy::TenantTx;
 use crate::error::AppError;
 
@@ -21,19 +21,59 @@ use crate::error::AppError;
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
 pub struct BearerAuth(pub Principal);
 
+/// An API key from `POST /api-keys`, acting for its creator with `read` (viewer) or
+/// `write` (member) rights.
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "api_key",
+    key_name = "X-API-Key",
+    key_in = "header",
+    checker = "check_api_key"
+)]
+pub struct ApiKeyAuth(pub Principal);
+
+/// Any credential of a caller. Tried in order; the bearer token last, so that a bad one's
+/// reason (expired, revoked…) is the answer.
+#[derive(SecurityScheme)]
+pub enum Auth {
+    ApiKey(ApiKeyAuth),
+    Bearer(BearerAuth),
+}
+
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| ErrorResponse::from(AppError::Internal("API state missing".into())))?;
     let principal = session::authenticate(&state.jwt, &bearer.token, origin(req))
         .map_err(ErrorResponse::from)?;
+    Ok(traced(principal))
+}
+
+async fn check_api_key(req: &Request, key: ApiKey) -> poem::Result<Principal> {
+    let state = req
+        .data::<Arc<ApiState>>()
+        .ok_or_else(|| ErrorResponse::from(AppError::Internal("API state missing".into())))?;
+    let principal = api_keys::authenticate(&state.db, &key.key, origin(req))
+        .await
+        .map_err(ErrorResponse::from)?;
+    Ok(traced(principal))
+}
+
+/// Puts the caller on the request's tracing span.
+fn traced(principal: Principal) -> Principal {
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(principal.company));
     span.record("user", tracing::field::display(principal.user_id));
-    Ok(principal)
+    principal
 }
 
-impl BearerAuth {
+impl Auth {
+    pub fn principal(&self) -> &Principal {
+        match self {
+            Auth::ApiKey(ApiKeyAuth(p)) | Auth::Bearer(BearerAuth(p)) => p,
+        }
+    }
+
     /// Checks the permission table for `operation`, then opens the caller's tenant
     /// transaction. The session check (revoked token, inactive user, changed role,
     /// suspended company) travels with its first statement, and nothing the transaction
@@ -44,8 +84,11 @@ impl BearerAuth {
         operation: Operation,
     ) -> Result<TenantTx, ErrorResponse> {
         let access = self.permit(state, operation).await?;
-        let guard = session::guard(&self.0, access);
-        Ok(state.db.guarded_tenant_tx(self.0.company, guard).await?)
+        let guard = session::guard(self.principal(), access);
+        Ok(state
+            .db
+            .guarded_tenant_tx(self.principal().company, guard)
+            .await?)
     }
 
     /// Checks the permission table for `operation` and the session on its own round trip,
@@ -56,8 +99,8 @@ impl BearerAuth {
         operation: Operation,
     ) -> Result<&Principal, ErrorResponse> {
         let access = self.permit(state, operation).await?;
-        session::verify(&state.db, &self.0, access).await?;
-        Ok(&self.0)
+        session::verify(&state.db, self.principal(), access).await?;
+        Ok(self.principal())
     }
 
     /// The permission table's answer. A refusal is recorded in the company's audit log
@@ -68,19 +111,19 @@ impl BearerAuth {
         state: &ApiState,
         operation: Operation,
     ) -> Result<Access, ErrorResponse> {
-        let refusal = match permissions::permit(&self.0, operation) {
+        let refusal = match permissions::permit(self.principal(), operation) {
             Ok(access) => return Ok(access),
             Err(refusal) => refusal,
         };
-        session::verify(&state.db, &self.0, Access::Read).await?;
-        let entry = self
-            .0
-            .audit(AuditAction::PermissionDenied)
-            .after(&serde_json::json!({
-                "operation": format!("{operation:?}"),
-                "least_role": operation.rule().least_role,
-            }));
-        let schema = state.db.naming().tenant(self.0.company).schema;
+        session::verify(&state.db, self.principal(), Access::Read).await?;
+        let entry =
+            self.principal()
+                .audit(AuditAction::PermissionDenied)
+                .after(&serde_json::json!({
+                    "operation": format!("{operation:?}"),
+                    "least_role": operation.rule().least_role,
+                }));
+        let schema = state.db.naming().tenant(self.principal().company).schema;
         let recorded = async { audit::record_in(&state.db.shared().await?, &schema, entry).await };
         if let Err(e) = recorded.await {
             tracing::error!(error = %e, "could not record a permission_denied audit entry");

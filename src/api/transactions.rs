@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::allocations::PaymentBody;
 use super::listing::{RawListParams, links, parse_time};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::types::DecimalString;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
@@ -118,7 +118,7 @@ impl TransactionsApi {
     #[oai(path = "/transactions", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.
@@ -180,7 +180,7 @@ impl TransactionsApi {
     #[oai(path = "/transactions/statistics", method = "get")]
     async fn statistics(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         /// Only payments made at or after this RFC 3339 time.
         paid_after: Query<Option<String>>,
@@ -216,7 +216,7 @@ impl TransactionsApi {
     #[oai(path = "/transactions/export", method = "get")]
     async fn export(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         /// Only payments made at or after this RFC 3339 time.
         paid_after: Query<Option<String>>,
@@ -241,7 +241,7 @@ impl TransactionsApi {
         let tx = auth
             .tenant_tx(&state, Operation::TransactionsExport)
             .await?;
-        let chunks = transactions::export_csv(tx, &auth.0, &filter).await?;
+        let chunks = transactions::export_csv(tx, auth.principal(), &filter).await?;
         let body = Body::from_bytes_stream(chunks.map(|chunk| {
             chunk.map_err(|e: AppError| {
                 tracing::error!(error = %e, "CSV export stopped");

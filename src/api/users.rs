@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
-use super::security::BearerAuth;
+use super::security::Auth;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
 use crate::domain::listing::{Ordering, PageRequest, parse_ids};
@@ -158,7 +158,7 @@ impl UsersApi {
     #[oai(path = "/users", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// Page number, from 1.
@@ -207,7 +207,7 @@ impl UsersApi {
     #[oai(path = "/users", method = "post")]
     async fn create(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         body: Json<CreateUser>,
     ) -> Result<CreatedUser, ErrorResponse> {
@@ -227,7 +227,7 @@ impl UsersApi {
     #[oai(path = "/users/:id", method = "get")]
     async fn get(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<UserBody>, ErrorResponse> {
@@ -240,7 +240,7 @@ impl UsersApi {
     #[oai(path = "/users/:id", method = "patch")]
     async fn update(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         body: Json<UpdateUser>,
@@ -258,7 +258,7 @@ impl UsersApi {
     #[oai(path = "/users/:id/change_password", method = "post")]
     async fn change_password(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
         body: Json<ChangePassword>,
@@ -281,7 +281,7 @@ impl UsersApi {
     #[oai(path = "/users/:id/toggle_status", method = "post")]
     async fn toggle_status(
         &self,
-        auth: BearerAuth,
+        auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
     ) -> Result<Json<UserBody>, ErrorResponse> {

@@ -3,6 +3,7 @@
 //! The principal's company comes from the credential alone; nothing a request says can
 //! point it at another tenant.
 
+pub mod api_keys;
 pub mod jwt;
 pub mod password;
 pub mod permissions;
@@ -67,11 +68,16 @@ pub struct Principal {
     pub session: Option<Uuid>,
     pub token_expires_at: i64,
     pub origin: RequestOrigin,
+    /// Set when the caller is an API key (acting for `user_id`, its creator).
+    pub api_key: Option<Uuid>,
 }
 
 impl Principal {
     /// Starts an audit entry for something this caller did.
     pub fn audit(&self, action: AuditAction) -> AuditEntry {
-        AuditEntry::new(self.user_id, &self.origin, action)
+        match self.api_key {
+            Some(key) => AuditEntry::new(key, &self.origin, action).by_api_key(),
+            None => AuditEntry::new(self.user_id, &self.origin, action),
+        }
     }
 }

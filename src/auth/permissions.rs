@@ -47,6 +47,9 @@ pub enum Operation {
     TransactionsList,
     TransactionsStatistics,
     TransactionsExport,
+    ApiKeysList,
+    ApiKeysCreate,
+    ApiKeysRevoke,
     Logout,
 }
 
@@ -62,7 +65,7 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 38] = [
+    pub const ALL: [Operation; 41] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -100,6 +103,9 @@ impl Operation {
         Operation::TransactionsList,
         Operation::TransactionsStatistics,
         Operation::TransactionsExport,
+        Operation::ApiKeysList,
+        Operation::ApiKeysCreate,
+        Operation::ApiKeysRevoke,
         Operation::Logout,
     ];
 
@@ -150,6 +156,9 @@ impl Operation {
             Operation::TransactionsList => ("get", "/api/v1/transactions"),
             Operation::TransactionsStatistics => ("get", "/api/v1/transactions/statistics"),
             Operation::TransactionsExport => ("get", "/api/v1/transactions/export"),
+            Operation::ApiKeysList => ("get", "/api/v1/api-keys"),
+            Operation::ApiKeysCreate => ("post", "/api/v1/api-keys"),
+            Operation::ApiKeysRevoke => ("delete", "/api/v1/api-keys/{id}"),
             Operation::Logout => ("post", "/api/v1/auth/logout"),
         }
     }
@@ -195,7 +204,8 @@ impl Operation {
             Operation::UsersChangePassword => rule(Viewer, Write),
             Operation::CompaniesList | Operation::CompaniesGet => rule(Viewer, Read),
             Operation::CompaniesUpdate => rule(Admin, Write),
-            Operation::AuditLogsList => rule(Admin, Read),
+            Operation::AuditLogsList | Operation::ApiKeysList => rule(Admin, Read),
+            Operation::ApiKeysCreate | Operation::ApiKeysRevoke => rule(Admin, Write),
             Operation::Logout => rule(Viewer, Write),
         }
     }

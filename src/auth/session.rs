@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
-use super::{Access, Principal, RequestOrigin, Role, password};
+use super::{Access, Principal, RequestOrigin, Role, api_keys, password};
 use crate::audit::{self, AuditAction, AuditEntry};
 use crate::db::Db;
 use crate::db::tenancy::{CompanyId, Guard, GuardArg};
@@ -182,6 +182,11 @@ pub async fn logout(
     principal: &Principal,
     refresh_token: Option<&str>,
 ) -> Result<(), AppError> {
+    if principal.api_key.is_some() {
+        return Err(AppError::Forbidden(
+            "an API key has no session to end; revoke it instead".into(),
+        ));
+    }
     let mut conn = db.shared().await?;
     let tx = conn.transaction().await?;
     tx.execute(
@@ -225,6 +230,7 @@ pub fn authenticate(
         session: claims.sid,
         token_expires_at: claims.exp,
         origin,
+        api_key: None,
     })
 }
 
@@ -253,13 +259,23 @@ const SESSION_VERDICT_STATEMENT: &str = "estate_session_verdict";
 /// session check, prepared, so that checking a session inside a tenant transaction costs
 /// neither a round trip nor a query plan.
 pub fn connection_setup() -> Vec<String> {
-    vec![format!(
-        "PREPARE {SESSION_VERDICT_STATEMENT}(uuid, uuid, uuid, text, boolean) AS {SESSION_VERDICT}"
-    )]
+    vec![
+        format!(
+            "PREPARE {SESSION_VERDICT_STATEMENT}(uuid, uuid, uuid, text, boolean) AS {SESSION_VERDICT}"
+        ),
+        format!(
+            "PREPARE {}(uuid, uuid, boolean) AS {}",
+            api_keys::API_KEY_VERDICT_STATEMENT,
+            api_keys::API_KEY_VERDICT
+        ),
+    ]
 }
 
 /// The session check that travels with a tenant transaction's first statement.
 pub fn guard(principal: &Principal, access: Access) -> Guard {
+    if let Some(key) = principal.api_key {
+        return api_keys::guard(principal, key, access == Access::Read);
+    }
     Guard::execute(
         SESSION_VERDICT_STATEMENT,
         vec![
@@ -275,6 +291,20 @@ pub fn guard(principal: &Principal, access: Access) -> Guard {
 /// Checks the session on its own round trip, for requests that use no tenant transaction.
 pub async fn verify(db: &Db, principal: &Principal, access: Access) -> Result<(), AppError> {
     let conn = db.shared().await?;
+    if let Some(key) = principal.api_key {
+        let statement = conn.prepare_cached(api_keys::API_KEY_VERDICT).await?;
+        let verdict: String = conn
+            .query_one(
+                &statement,
+                &[&key, &principal.company.0, &(access == Access::Read)],
+            )
+            .await?
+            .get(0);
+        return match verdict.as_str() {
+            "ok" => Ok(()),
+            reason => Err(refusal(reason)),
+        };
+    }
     let statement = conn.prepare_cached(SESSION_VERDICT).await?;
     let verdict: String = conn
         .query_one(
@@ -298,7 +328,8 @@ pub async fn verify(db: &Db, principal: &Principal, access: Access) -> Result<()
 /// What a session verdict other than `ok` means to the caller.
 pub fn refusal(reason: &str) -> AppError {
     match reason {
-        "revoked" => AppError::Unauthorized("the access token has been revoked"),
+        "revoked" => AppError::Unauthorized("the credential has been revoked"),
+        "expired" => AppError::Unauthorized("the API key has expired"),
         "inactive" => AppError::Unauthorized("the account is not active"),
         "role_changed" => AppError::Unauthorized("the account's role has changed; log in again"),
         "deleted" => AppError::Unauthorized("the company no longer exists"),

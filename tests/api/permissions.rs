@@ -62,29 +62,66 @@ fn every_secured_endpoint_of_the_api_is_in_the_permission_table() {
 }
 
 #[tokio::test]
-async fn every_endpoint_answers_every_role_as_the_table_says() {
+async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
     let app = spawn_app().await;
     let owner = app.register("Walked Homes").await;
     let (victim, _) = member_of(&app, &owner, "member").await;
 
-    // Everyone exists before anyone logs out (logout ends the owner's token too).
-    let mut callers = vec![(Role::Owner, owner.user_id, owner.access_token.clone())];
+    // Everyone exists before anyone logs out (logout ends the owner's token too). API keys
+    // act for the owner who makes them, with viewer (read) or member (write) rights.
+    let mut callers = vec![(
+        Role::Owner,
+        owner.user_id,
+        Credential::Bearer(owner.access_token.clone()),
+    )];
     for role in [Role::Admin, Role::Member, Role::Viewer] {
         let (user, token) = member_of(&app, &owner, role.as_str()).await;
-        callers.push((role, user, token));
+        callers.push((role, user, Credential::Bearer(token)));
+    }
+    for (scope, role) in [("read", Role::Viewer), ("write", Role::Member)] {
+        let key: Value = app
+            .post(
+                "/api/v1/api-keys",
+                Some(&owner.access_token),
+                json!({"name": scope, "scope": scope}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        callers.push((
+            role,
+            owner.user_id,
+            Credential::ApiKey(key["key"].as_str().unwrap().to_string()),
+        ));
     }
     let mut fixtures = Vec::new();
-    for (role, _, token) in &callers {
+    for (role, _, credential) in &callers {
+        let api_key = app
+            .post(
+                "/api/v1/api-keys",
+                Some(&owner.access_token),
+                json!({"name": "fixture", "scope": "read"}),
+            )
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         // Objects of the caller's own where it may create them (members change only their
         // own); the owner's for viewers, whom the table refuses anyway.
-        let creator = if role.at_least(Role::Member) {
-            token
-        } else {
-            &owner.access_token
+        let creator = match credential {
+            Credential::Bearer(token) if role.at_least(Role::Member) => token,
+            _ => &owner.access_token,
         };
-        fixtures.push(Fixtures::make(&app, creator, &format!("{role:?}")).await);
+        let mut made = Fixtures::make(&app, creator, &format!("{role:?}")).await;
+        made.api_key = api_key;
+        fixtures.push(made);
     }
-    for ((role, user, token), own) in callers.into_iter().zip(fixtures) {
+    for ((role, user, credential), own) in callers.into_iter().zip(fixtures) {
+        let is_key = matches!(credential, Credential::ApiKey(_));
         let own_estate = &own.estate;
         let company = owner.company_id;
         // Logout last: it ends the session the others use.
@@ -153,6 +190,17 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                     format!("/api/v1/companies/{company}"),
                 ),
                 Operation::AuditLogsList => (Method::GET, None, "/api/v1/audit-logs".into()),
+                Operation::ApiKeysList => (Method::GET, None, "/api/v1/api-keys".into()),
+                Operation::ApiKeysCreate => (
+                    Method::POST,
+                    Some(json!({"name": "walk", "scope": "read"})),
+                    "/api/v1/api-keys".into(),
+                ),
+                Operation::ApiKeysRevoke => (
+                    Method::DELETE,
+                    None,
+                    format!("/api/v1/api-keys/{}", own.api_key),
+                ),
                 Operation::TransactionsList => (Method::GET, None, "/api/v1/transactions".into()),
                 Operation::TransactionsStatistics => {
                     (Method::GET, None, "/api/v1/transactions/statistics".into())
@@ -250,19 +298,27 @@ async fn every_endpoint_answers_every_role_as_the_table_says() {
                 Operation::Logout => (Method::POST, Some(json!({})), "/api/v1/auth/logout".into()),
             };
             assert_eq!(op.endpoint().0.to_uppercase(), method.as_str(), "{op:?}");
-            let status = app
-                .request(method, &path, Some(&token), body)
-                .await
-                .status()
-                .as_u16();
-            let allowed = role.at_least(op.rule().least_role);
+            let mut request = app.http.request(method, app.url(&path));
+            request = match &credential {
+                Credential::Bearer(token) => request.bearer_auth(token),
+                Credential::ApiKey(key) => request.header("X-API-Key", key),
+            };
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let status = request.send().await.unwrap().status().as_u16();
+            // A key has no session and no password of its own.
+            let key_refused =
+                is_key && matches!(op, Operation::Logout | Operation::UsersChangePassword);
+            let allowed = role.at_least(op.rule().least_role) && !key_refused;
+            let caller = format!("{role:?}{}", if is_key { " key" } else { "" });
             if allowed {
                 assert!(
                     (200..300).contains(&status),
-                    "{role:?} {op:?}: expected success, got {status}"
+                    "{caller} {op:?}: expected success, got {status}"
                 );
             } else {
-                assert_eq!(status, 403, "{role:?} {op:?}");
+                assert_eq!(status, 403, "{caller} {op:?}");
             }
         }
     }
@@ -281,6 +337,8 @@ struct Fixtures {
     bulk_property: String,
     buyer: String,
     allocation: String,
+    /// Revoked by the walk's ApiKeysRevoke.
+    api_key: String,
 }
 
 async fn id_of(resp: reqwest::Response) -> String {
@@ -338,6 +396,13 @@ impl Fixtures {
             bulk_property,
             buyer,
             allocation,
+            api_key: String::new(),
         }
     }
+}
+
+/// How a caller of the walk authenticates.
+enum Credential {
+    Bearer(String),
+    ApiKey(String),
 }
