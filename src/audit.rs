@@ -117,9 +117,9 @@ impl AuditEntry {
         }
     }
 
-    /// The actor is an API key (its id), not a user.
-    pub fn by_api_key(mut self) -> Self {
-        self.actor_kind = "api_key";
+    /// The actor is a machine (`api_key`, `oauth_client`: its id), not a user.
+    pub fn by_machine(mut self, kind: &'static str) -> Self {
+        self.actor_kind = kind;
         self
     }
 

@@ -12,6 +12,7 @@ pub mod health;
 pub mod idempotency;
 pub mod listing;
 pub mod middleware;
+pub mod oauth;
 pub mod problem;
 pub mod properties;
 pub mod security;
@@ -49,6 +50,8 @@ pub enum ApiTags {
     Users,
     /// API keys for machine clients
     ApiKeys,
+    /// OAuth 2 client credentials for machine clients
+    OAuth,
     /// Estates of the caller's company
     Estates,
     /// Properties (plots) in the estates
@@ -69,6 +72,7 @@ pub type Apis = (
     companies::CompaniesApi,
     users::UsersApi,
     api_keys::ApiKeysApi,
+    oauth::OAuthApi,
     estates::EstatesApi,
     properties::PropertiesApi,
     clients::ClientsApi,
@@ -85,6 +89,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             companies::CompaniesApi,
             users::UsersApi,
             api_keys::ApiKeysApi,
+            oauth::OAuthApi,
             estates::EstatesApi,
             properties::PropertiesApi,
             clients::ClientsApi,

@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Principal, RequestOrigin, Role};
+use super::{Machine, Principal, RequestOrigin, Role};
 use crate::audit::{self, AuditAction};
 use crate::db::Db;
 use crate::db::tenancy::{CompanyId, Guard, GuardArg};
@@ -204,7 +204,7 @@ pub async fn authenticate(
         session: None,
         token_expires_at: i64::MAX,
         origin,
-        api_key: Some(key_id),
+        machine: Some(Machine::ApiKey(key_id)),
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod jwt;
+pub mod oauth_clients;
 pub mod password;
 pub mod permissions;
 pub mod session;
@@ -68,15 +69,28 @@ pub struct Principal {
     pub session: Option<Uuid>,
     pub token_expires_at: i64,
     pub origin: RequestOrigin,
-    /// Set when the caller is an API key (acting for `user_id`, its creator).
-    pub api_key: Option<Uuid>,
+    /// Set when the caller is a machine (an API key or an OAuth client) acting for
+    /// `user_id`, the user who created it.
+    pub machine: Option<Machine>,
+}
+
+/// A machine caller: no session, no password, rights from its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    ApiKey(Uuid),
+    OAuthClient(Uuid),
 }
 
 impl Principal {
     /// Starts an audit entry for something this caller did.
     pub fn audit(&self, action: AuditAction) -> AuditEntry {
-        match self.api_key {
-            Some(key) => AuditEntry::new(key, &self.origin, action).by_api_key(),
+        match self.machine {
+            Some(Machine::ApiKey(key)) => {
+                AuditEntry::new(key, &self.origin, action).by_machine("api_key")
+            }
+            Some(Machine::OAuthClient(client)) => {
+                AuditEntry::new(client, &self.origin, action).by_machine("oauth_client")
+            }
             None => AuditEntry::new(self.user_id, &self.origin, action),
         }
     }

@@ -50,6 +50,9 @@ pub enum Operation {
     ApiKeysList,
     ApiKeysCreate,
     ApiKeysRevoke,
+    OAuthClientsList,
+    OAuthClientsCreate,
+    OAuthClientsRevoke,
     Logout,
 }
 
@@ -65,7 +68,7 @@ const fn rule(least_role: Role, access: Access) -> Rule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 41] = [
+    pub const ALL: [Operation; 44] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -106,6 +109,9 @@ impl Operation {
         Operation::ApiKeysList,
         Operation::ApiKeysCreate,
         Operation::ApiKeysRevoke,
+        Operation::OAuthClientsList,
+        Operation::OAuthClientsCreate,
+        Operation::OAuthClientsRevoke,
         Operation::Logout,
     ];
 
@@ -159,6 +165,9 @@ impl Operation {
             Operation::ApiKeysList => ("get", "/api/v1/api-keys"),
             Operation::ApiKeysCreate => ("post", "/api/v1/api-keys"),
             Operation::ApiKeysRevoke => ("delete", "/api/v1/api-keys/{id}"),
+            Operation::OAuthClientsList => ("get", "/api/v1/oauth-clients"),
+            Operation::OAuthClientsCreate => ("post", "/api/v1/oauth-clients"),
+            Operation::OAuthClientsRevoke => ("delete", "/api/v1/oauth-clients/{id}"),
             Operation::Logout => ("post", "/api/v1/auth/logout"),
         }
     }
@@ -204,8 +213,13 @@ impl Operation {
             Operation::UsersChangePassword => rule(Viewer, Write),
             Operation::CompaniesList | Operation::CompaniesGet => rule(Viewer, Read),
             Operation::CompaniesUpdate => rule(Admin, Write),
-            Operation::AuditLogsList | Operation::ApiKeysList => rule(Admin, Read),
-            Operation::ApiKeysCreate | Operation::ApiKeysRevoke => rule(Admin, Write),
+            Operation::AuditLogsList | Operation::ApiKeysList | Operation::OAuthClientsList => {
+                rule(Admin, Read)
+            }
+            Operation::ApiKeysCreate
+            | Operation::ApiKeysRevoke
+            | Operation::OAuthClientsCreate
+            | Operation::OAuthClientsRevoke => rule(Admin, Write),
             Operation::Logout => rule(Viewer, Write),
         }
     }

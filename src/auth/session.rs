@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
-use super::{Access, Principal, RequestOrigin, Role, api_keys, password};
+use super::{Access, Machine, Principal, RequestOrigin, Role, api_keys, oauth_clients, password};
 use crate::audit::{self, AuditAction, AuditEntry};
 use crate::db::Db;
 use crate::db::tenancy::{CompanyId, Guard, GuardArg};
@@ -182,7 +182,7 @@ pub async fn logout(
     principal: &Principal,
     refresh_token: Option<&str>,
 ) -> Result<(), AppError> {
-    if principal.api_key.is_some() {
+    if principal.machine.is_some() {
         return Err(AppError::Forbidden(
             "an API key has no session to end; revoke it instead".into(),
         ));
@@ -230,7 +230,7 @@ pub fn authenticate(
         session: claims.sid,
         token_expires_at: claims.exp,
         origin,
-        api_key: None,
+        machine: claims.cid.map(Machine::OAuthClient),
     })
 }
 
@@ -268,13 +268,24 @@ pub fn connection_setup() -> Vec<String> {
             api_keys::API_KEY_VERDICT_STATEMENT,
             api_keys::API_KEY_VERDICT
         ),
+        format!(
+            "PREPARE {}(uuid, uuid, boolean) AS {}",
+            oauth_clients::CLIENT_VERDICT_STATEMENT,
+            oauth_clients::CLIENT_VERDICT
+        ),
     ]
 }
 
 /// The session check that travels with a tenant transaction's first statement.
 pub fn guard(principal: &Principal, access: Access) -> Guard {
-    if let Some(key) = principal.api_key {
-        return api_keys::guard(principal, key, access == Access::Read);
+    match principal.machine {
+        Some(Machine::ApiKey(key)) => {
+            return api_keys::guard(principal, key, access == Access::Read);
+        }
+        Some(Machine::OAuthClient(client)) => {
+            return oauth_clients::guard(principal, client, access == Access::Read);
+        }
+        None => {}
     }
     Guard::execute(
         SESSION_VERDICT_STATEMENT,
@@ -291,12 +302,17 @@ pub fn guard(principal: &Principal, access: Access) -> Guard {
 /// Checks the session on its own round trip, for requests that use no tenant transaction.
 pub async fn verify(db: &Db, principal: &Principal, access: Access) -> Result<(), AppError> {
     let conn = db.shared().await?;
-    if let Some(key) = principal.api_key {
-        let statement = conn.prepare_cached(api_keys::API_KEY_VERDICT).await?;
+    let machine = match principal.machine {
+        Some(Machine::ApiKey(key)) => Some((api_keys::API_KEY_VERDICT, key)),
+        Some(Machine::OAuthClient(client)) => Some((oauth_clients::CLIENT_VERDICT, client)),
+        None => None,
+    };
+    if let Some((sql, id)) = machine {
+        let statement = conn.prepare_cached(sql).await?;
         let verdict: String = conn
             .query_one(
                 &statement,
-                &[&key, &principal.company.0, &(access == Access::Read)],
+                &[&id, &principal.company.0, &(access == Access::Read)],
             )
             .await?
             .get(0);

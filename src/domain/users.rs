@@ -339,7 +339,7 @@ pub async fn change_password(
         errors.add("current_password", "is required");
     }
     let new = errors.finish(|| new)?;
-    if id != principal.user_id || principal.api_key.is_some() {
+    if id != principal.user_id || principal.machine.is_some() {
         return Err(AppError::Forbidden(
             "a password may only be changed by its own user".into(),
         ));

@@ -11,6 +11,7 @@ mod estates;
 mod idempotency;
 mod isolation;
 mod migrations;
+mod oauth;
 mod openapi;
 mod outbox;
 mod permissions;

@@ -94,6 +94,18 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
             owner.user_id,
             Credential::ApiKey(key["key"].as_str().unwrap().to_string()),
         ));
+        let client: Value = app
+            .post(
+                "/api/v1/oauth-clients",
+                Some(&owner.access_token),
+                json!({"name": scope, "scope": scope}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let token = crate::oauth::client_token(&app, &client).await;
+        callers.push((role, owner.user_id, Credential::Client(token)));
     }
     let mut fixtures = Vec::new();
     for (role, _, credential) in &callers {
@@ -118,10 +130,23 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
         };
         let mut made = Fixtures::make(&app, creator, &format!("{role:?}")).await;
         made.api_key = api_key;
+        made.oauth_client = app
+            .post(
+                "/api/v1/oauth-clients",
+                Some(&owner.access_token),
+                json!({"name": "fixture", "scope": "read"}),
+            )
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         fixtures.push(made);
     }
     for ((role, user, credential), own) in callers.into_iter().zip(fixtures) {
-        let is_key = matches!(credential, Credential::ApiKey(_));
+        let is_machine = !matches!(credential, Credential::Bearer(_));
         let own_estate = &own.estate;
         let company = owner.company_id;
         // Logout last: it ends the session the others use.
@@ -200,6 +225,17 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
                     Method::DELETE,
                     None,
                     format!("/api/v1/api-keys/{}", own.api_key),
+                ),
+                Operation::OAuthClientsList => (Method::GET, None, "/api/v1/oauth-clients".into()),
+                Operation::OAuthClientsCreate => (
+                    Method::POST,
+                    Some(json!({"name": "walk", "scope": "read"})),
+                    "/api/v1/oauth-clients".into(),
+                ),
+                Operation::OAuthClientsRevoke => (
+                    Method::DELETE,
+                    None,
+                    format!("/api/v1/oauth-clients/{}", own.oauth_client),
                 ),
                 Operation::TransactionsList => (Method::GET, None, "/api/v1/transactions".into()),
                 Operation::TransactionsStatistics => {
@@ -300,18 +336,18 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
             assert_eq!(op.endpoint().0.to_uppercase(), method.as_str(), "{op:?}");
             let mut request = app.http.request(method, app.url(&path));
             request = match &credential {
-                Credential::Bearer(token) => request.bearer_auth(token),
+                Credential::Bearer(token) | Credential::Client(token) => request.bearer_auth(token),
                 Credential::ApiKey(key) => request.header("X-API-Key", key),
             };
             if let Some(body) = body {
                 request = request.json(&body);
             }
             let status = request.send().await.unwrap().status().as_u16();
-            // A key has no session and no password of its own.
+            // A machine (API key, OAuth client) has no session and no password of its own.
             let key_refused =
-                is_key && matches!(op, Operation::Logout | Operation::UsersChangePassword);
+                is_machine && matches!(op, Operation::Logout | Operation::UsersChangePassword);
             let allowed = role.at_least(op.rule().least_role) && !key_refused;
-            let caller = format!("{role:?}{}", if is_key { " key" } else { "" });
+            let caller = format!("{role:?} {}", credential.kind());
             if allowed {
                 assert!(
                     (200..300).contains(&status),
@@ -339,6 +375,8 @@ struct Fixtures {
     allocation: String,
     /// Revoked by the walk's ApiKeysRevoke.
     api_key: String,
+    /// Revoked by the walk's OAuthClientsRevoke.
+    oauth_client: String,
 }
 
 async fn id_of(resp: reqwest::Response) -> String {
@@ -397,6 +435,7 @@ impl Fixtures {
             buyer,
             allocation,
             api_key: String::new(),
+            oauth_client: String::new(),
         }
     }
 }
@@ -405,4 +444,16 @@ impl Fixtures {
 enum Credential {
     Bearer(String),
     ApiKey(String),
+    /// An OAuth client's bearer token.
+    Client(String),
+}
+
+impl Credential {
+    fn kind(&self) -> &'static str {
+        match self {
+            Credential::Bearer(_) => "user",
+            Credential::ApiKey(_) => "API key",
+            Credential::Client(_) => "OAuth client",
+        }
+    }
 }
