@@ -127,6 +127,12 @@ impl From<AppError> for ErrorResponse {
     }
 }
 
+impl From<tokio_postgres::Error> for ErrorResponse {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AppError::from(e).into()
+    }
+}
+
 impl From<DbError> for ErrorResponse {
     fn from(e: DbError) -> Self {
         AppError::from(e).into()

@@ -5,16 +5,18 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::idempotency::{Claimed, Keyed};
 use super::listing::{links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::Auth;
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
+use crate::domain::idempotency;
 use crate::domain::listing::{Ordering, PageRequest, parse_ids};
 use crate::domain::users::{
     self, DEFAULT_ORDERING, NewUser, ORDERING_FIELDS, User, UserFilter, UserPatch, parse_role,
@@ -209,8 +211,14 @@ impl UsersApi {
         &self,
         auth: Auth,
         state: Data<&Arc<ApiState>>,
+        req: &Request,
+        /// Makes a retry safe: a request repeated with the same key within 24 hours gets
+        /// the first answer and changes nothing twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<CreateUser>,
     ) -> Result<CreatedUser, ErrorResponse> {
+        let keyed = Keyed::new(req, idempotency_key.0.as_deref(), &body.0)?;
         let b = body.0;
         let new = NewUser::parse(
             b.email.as_deref(),
@@ -219,8 +227,17 @@ impl UsersApi {
             b.password.as_deref(),
         )?;
         let principal = auth.verified(&state, Operation::UsersCreate).await?;
-        let user = users::create(&state.db, principal, new).await?;
-        Ok(CreatedUser::Created(Json(user.into())))
+        let table = idempotency::table_of(&state.db.naming().tenant(principal.company).schema);
+        let mut conn = state.db.shared().await?;
+        let mut tx = conn.transaction().await?;
+        let pending = match keyed.claim_in(&mut tx, &table).await? {
+            Claimed::Replay(body) => return Ok(CreatedUser::Created(Json(body))),
+            Claimed::Fresh(pending) => pending,
+        };
+        let body = UserBody::from(users::create(&state.db, &tx, principal, new).await?);
+        pending.finish_in(&mut tx, &table, 201, &body).await?;
+        tx.commit().await?;
+        Ok(CreatedUser::Created(Json(body)))
     }
 
     /// Get one of the company's users. Another company's user answers 404.

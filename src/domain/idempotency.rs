@@ -9,7 +9,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::db::tenancy::TenantTx;
+use super::listing::Queryable;
+use crate::db::tenancy::SchemaName;
 use crate::error::{AppError, FieldErrors};
 
 /// How long a key counts.
@@ -54,34 +55,47 @@ pub enum Claim {
     Replay { status: u16, body: Value },
 }
 
+/// The keys table as seen from a tenant transaction.
+pub const TABLE: &str = "idempotency_keys";
+
+/// The keys table of `schema`, for a shared-schema transaction (user management).
+pub fn table_of(schema: &SchemaName) -> String {
+    format!("{}.{TABLE}", schema.quoted())
+}
+
+/// Claims `key` in `table` (see [`TABLE`], [`table_of`]) inside the request's transaction.
 pub async fn begin(
-    tx: &mut TenantTx,
+    tx: &mut impl Queryable,
+    table: &str,
     key: Option<IdempotencyKey>,
     hash: &[u8],
 ) -> Result<Claim, AppError> {
     let Some(key) = key else {
         return Ok(Claim::Fresh(None));
     };
+    let claim = format!(
+        "WITH expired AS (
+             DELETE FROM {table} WHERE key = $1 AND created_at < now() - make_interval(hours => $3)
+         )
+         INSERT INTO {table} (key, request_hash) VALUES ($1, $2)
+         ON CONFLICT (key) DO NOTHING RETURNING 1"
+    );
     let claimed = tx
-        .query(
-            "WITH expired AS (
-                 DELETE FROM idempotency_keys
-                 WHERE key = $1 AND created_at < now() - make_interval(hours => $3)
-             )
-             INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
-             ON CONFLICT (key) DO NOTHING RETURNING 1",
-            &[&key.0, &hash, &KEY_LIFETIME_HOURS],
-        )
+        .rows(&claim, &[&key.0, &hash, &KEY_LIFETIME_HOURS])
         .await?;
     if !claimed.is_empty() {
         return Ok(Claim::Fresh(Some(key)));
     }
     let row = tx
-        .query_opt(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
+        .rows(
+            &format!(
+                "SELECT request_hash, response_status, response_body FROM {table} WHERE key = $1"
+            ),
             &[&key.0],
         )
         .await?
+        .into_iter()
+        .next()
         .ok_or_else(|| AppError::Conflict("the Idempotency-Key is in use; retry".into()))?;
     if row.try_get::<_, Vec<u8>>(0)? != hash {
         let mut errors = FieldErrors::default();
@@ -107,17 +121,16 @@ pub async fn begin(
 
 /// Stores the answer to a fresh keyed request, in its transaction.
 pub async fn finish(
-    tx: &mut TenantTx,
+    tx: &mut impl Queryable,
+    table: &str,
     key: Option<IdempotencyKey>,
     status: u16,
     body: &Value,
 ) -> Result<(), AppError> {
     if let Some(key) = key {
-        tx.execute(
-            "UPDATE idempotency_keys SET response_status = $2, response_body = $3 WHERE key = $1",
-            &[&key.0, &(status as i32), body],
-        )
-        .await?;
+        let store =
+            format!("UPDATE {table} SET response_status = $2, response_body = $3 WHERE key = $1");
+        tx.rows(&store, &[&key.0, &(status as i32), body]).await?;
     }
     Ok(())
 }

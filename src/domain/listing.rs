@@ -180,6 +180,17 @@ impl Queryable for TenantTx {
     }
 }
 
+impl Queryable for deadpool_postgres::Transaction<'_> {
+    async fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, AppError> {
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.query(&statement, params).await?)
+    }
+}
+
 impl Queryable for Object {
     async fn rows(
         &mut self,

@@ -199,11 +199,16 @@ fn only_owners_manage_owners(principal: &Principal, involves_owner: bool) -> Res
     }
 }
 
-pub async fn create(db: &Db, principal: &Principal, new: NewUser) -> Result<User, AppError> {
+/// Creates a user in the caller's shared-schema transaction (which may also hold the
+/// request's idempotency claim), with its audit entry and welcome e-mail.
+pub async fn create(
+    db: &Db,
+    tx: &deadpool_postgres::Transaction<'_>,
+    principal: &Principal,
+    new: NewUser,
+) -> Result<User, AppError> {
     only_owners_manage_owners(principal, new.role == Role::Owner)?;
     let password_hash = password::hash(new.password).await?;
-    let mut conn = db.shared().await?;
-    let tx = conn.transaction().await?;
     let sql = format!(
         "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
@@ -234,15 +239,14 @@ pub async fn create(db: &Db, principal: &Principal, new: NewUser) -> Result<User
         .audit(AuditAction::Create)
         .object("user", user.id)
         .after(&user);
-    audit::record_in(&tx, &company_schema(db, principal), entry).await?;
+    audit::record_in(tx, &company_schema(db, principal), entry).await?;
     let welcome = WelcomeEmail {
         company_id: principal.company.0,
         user_id: user.id,
         email: user.email.clone(),
         full_name: user.full_name.clone(),
     };
-    outbox::enqueue_shared(&tx, &welcome).await?;
-    tx.commit().await?;
+    outbox::enqueue_shared(tx, &welcome).await?;
     Ok(user)
 }
 

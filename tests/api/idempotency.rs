@@ -193,3 +193,53 @@ async fn ten_simultaneous_retries_of_a_payment_pay_once() {
         "completed"
     );
 }
+
+#[tokio::test]
+async fn a_retried_user_creation_creates_one_user_and_one_welcome() {
+    let app = spawn_app().await;
+    let t = app.register("Acme").await;
+    let body = json!({"email": "once@example.com", "full_name": "Once", "role": "viewer", "password": "a long password"});
+    let first = keyed_post(
+        &app,
+        &t.access_token,
+        "/api/v1/users",
+        "user-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = keyed_post(&app, &t.access_token, "/api/v1/users", "user-1", body).await;
+    assert_eq!(
+        again.status(),
+        201,
+        "a replay, not a 409 for the taken e-mail"
+    );
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let other = json!({"email": "twice@example.com", "full_name": "Twice", "role": "viewer", "password": "a long password"});
+    problem(
+        keyed_post(&app, &t.access_token, "/api/v1/users", "user-1", other).await,
+        422,
+    )
+    .await;
+
+    let users: Value = app
+        .get("/api/v1/users", &t.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users["count"], 2, "the owner and one new user");
+    let welcomes: i64 = app
+        .database
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE job = 'welcome_email'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(welcomes, 1);
+}
