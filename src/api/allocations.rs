@@ -119,6 +119,7 @@ pub struct PaymentRecorded {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct CreateAllocation {
     pub property_id: Option<Uuid>,
@@ -130,6 +131,7 @@ pub struct CreateAllocation {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct RecordPayment {
     /// Money, more than 0 and at most the balance, e.g. `"500000.00"`.
@@ -451,4 +453,26 @@ pub enum CreatedAllocations {
     /// Every allocation was made.
     #[oai(status = 201)]
     Created(Json<BulkAllocations>),
+}
+
+impl poem_openapi::types::Example for CreateAllocation {
+    fn example() -> Self {
+        CreateAllocation {
+            property_id: Some(Uuid::nil()),
+            client_id: Some(Uuid::nil()),
+            payment_plan: Some("installment".into()),
+            total_price: None,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for RecordPayment {
+    fn example() -> Self {
+        RecordPayment {
+            amount: Some(DecimalString("500000.00".into())),
+            method: Some("bank_transfer".into()),
+            reference: Some("TRX-2026-0042".into()),
+            paid_at: None,
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::error::{AppError, FieldErrors};
 pub struct AuthApi;
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The company's display name (1–200 characters).
@@ -82,6 +83,7 @@ impl From<Session> for Tokens {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: Option<String>,
@@ -205,5 +207,25 @@ impl AuthApi {
         auth.verified(&state, Operation::Logout).await?;
         session::logout(&state.db, auth.principal(), body.0.refresh_token.as_deref()).await?;
         Ok(LogoutResponse::LoggedOut)
+    }
+}
+
+impl poem_openapi::types::Example for RegisterRequest {
+    fn example() -> Self {
+        RegisterRequest {
+            company_name: Some("Acme Homes".into()),
+            email: Some("ann@acme.example".into()),
+            password: Some("a long passphrase".into()),
+            full_name: Some("Ann Adeyemi".into()),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for LoginRequest {
+    fn example() -> Self {
+        LoginRequest {
+            email: Some("ann@acme.example".into()),
+            password: Some("a long passphrase".into()),
+        }
     }
 }

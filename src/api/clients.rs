@@ -62,6 +62,7 @@ pub struct ClientPage {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct CreateClient {
     /// 1–200 characters. Required.
@@ -236,5 +237,15 @@ impl ClientsApi {
         clients::delete(&mut tx, auth.principal(), id.0).await?;
         tx.commit().await?;
         Ok(DeletedClient::Deleted)
+    }
+}
+
+impl poem_openapi::types::Example for CreateClient {
+    fn example() -> Self {
+        CreateClient {
+            full_name: Some("Chidi Okafor".into()),
+            email: Some("chidi@example.com".into()),
+            phone: Some("+234 803 555 0101".into()),
+        }
     }
 }

@@ -77,6 +77,7 @@ impl From<Estate> for EstateBody {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct CreateEstate {
     /// 1–200 characters. Required.
@@ -365,4 +366,15 @@ pub struct EstateStatisticsBody {
     pub amount_collected: DecimalString,
     /// Still to be paid on active allocations.
     pub outstanding: DecimalString,
+}
+
+impl poem_openapi::types::Example for CreateEstate {
+    fn example() -> Self {
+        CreateEstate {
+            name: Some("Palm Court".into()),
+            location: Some("Lekki, Lagos".into()),
+            description: Some("120 plots near the lagoon".into()),
+            status: Some("active".into()),
+        }
+    }
 }

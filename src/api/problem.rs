@@ -18,6 +18,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem.
 #[derive(Object, Debug, Clone, PartialEq)]
+#[oai(example)]
 pub struct Problem {
     /// A URI reference naming the kind of problem.
     #[oai(rename = "type")]
@@ -182,4 +183,18 @@ pub fn problem_response(problem: Problem) -> Response {
         .status(status)
         .content_type(PROBLEM_JSON)
         .body(body.to_string())
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        let mut errors = BTreeMap::new();
+        errors.insert("name".to_string(), vec!["must not be empty".to_string()]);
+        Problem {
+            problem_type: "/problems/validation-error".into(),
+            title: "Unprocessable Entity".into(),
+            status: 422,
+            detail: "the request has invalid fields".into(),
+            errors: Some(errors),
+        }
+    }
 }

@@ -69,6 +69,7 @@ pub struct PropertyPage {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct CreateProperty {
     pub estate_id: Option<Uuid>,
@@ -321,4 +322,16 @@ pub struct BulkPriceUpdate {
 pub struct BulkProperties {
     pub count: i64,
     pub results: Vec<PropertyBody>,
+}
+
+impl poem_openapi::types::Example for CreateProperty {
+    fn example() -> Self {
+        CreateProperty {
+            estate_id: Some(Uuid::nil()),
+            plot_number: Some("A-12".into()),
+            size_sqm: Some(DecimalString("450.00".into())),
+            price: Some(DecimalString("2500000.00".into())),
+            status: None,
+        }
+    }
 }

@@ -62,6 +62,7 @@ pub struct UserPage {
 }
 
 #[derive(Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct CreateUser {
     /// Also the login; unique across all companies.
@@ -308,5 +309,16 @@ impl UsersApi {
                 .await?
                 .into(),
         ))
+    }
+}
+
+impl poem_openapi::types::Example for CreateUser {
+    fn example() -> Self {
+        CreateUser {
+            email: Some("bola@acme.example".into()),
+            full_name: Some("Bola Agent".into()),
+            role: Some("member".into()),
+            password: Some("another long passphrase".into()),
+        }
     }
 }

@@ -40,6 +40,22 @@ async fn spec_and_swagger_ui_are_served() {
     }
     assert!(estates_get["responses"]["404"]["content"]["application/problem+json"].is_object());
 
+    let schemas = &served["components"]["schemas"];
+    for name in [
+        "RegisterRequest",
+        "CreateEstate",
+        "CreateProperty",
+        "CreateAllocation",
+        "RecordPayment",
+        "Problem",
+    ] {
+        assert!(
+            schemas[name]["example"].is_object(),
+            "{name} has an example"
+        );
+    }
+    assert_eq!(schemas["Problem"]["example"]["status"], 422);
+
     let docs = app.http.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(
