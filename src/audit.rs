@@ -214,6 +214,7 @@ const LISTING: Listing<AuditRecord> = Listing {
     columns: COLUMNS,
     column_count: 12,
     from: "audit_log",
+    noun: "audit entry",
     from_row: AuditRecord::from_row,
 };
 

@@ -112,6 +112,7 @@ const LISTING: Listing<Allocation> = Listing {
     columns: COLUMNS,
     column_count: 11,
     from: "allocations",
+    noun: "allocation",
     from_row: Allocation::from_row,
 };
 
@@ -305,14 +306,7 @@ pub async fn list(
 }
 
 async fn find(tx: &mut TenantTx, id: Uuid, lock: bool) -> Result<Allocation, AppError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM allocations WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    match tx.query_opt(&sql, &[&id]).await? {
-        Some(row) => Allocation::from_row(&row),
-        None => Err(AppError::NotFound("allocation")),
-    }
+    LISTING.find(tx, id, lock).await
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Allocation, AppError> {

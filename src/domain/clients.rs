@@ -43,6 +43,7 @@ const LISTING: Listing<Client> = Listing {
     columns: COLUMNS,
     column_count: 7,
     from: "clients",
+    noun: "client",
     from_row: Client::from_row,
 };
 
@@ -180,14 +181,7 @@ pub async fn list(tx: &mut TenantTx, filter: &ClientFilter) -> Result<Page<Clien
 }
 
 async fn find(tx: &mut TenantTx, id: Uuid, lock: bool) -> Result<Client, AppError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM clients WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    match tx.query_opt(&sql, &[&id]).await? {
-        Some(row) => Client::from_row(&row),
-        None => Err(AppError::NotFound("client")),
-    }
+    LISTING.find(tx, id, lock).await
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Client, AppError> {

@@ -59,6 +59,7 @@ const LISTING: Listing<Estate> = Listing {
     columns: COLUMNS,
     column_count: 8,
     from: "estates",
+    noun: "estate",
     from_row: Estate::from_row,
 };
 
@@ -274,11 +275,7 @@ pub async fn statistics(tx: &mut TenantTx, id: Uuid) -> Result<EstateStatistics,
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
-    let sql = format!("SELECT {COLUMNS} FROM estates WHERE id = $1");
-    match tx.query_opt(&sql, &[&id]).await? {
-        Some(row) => Estate::from_row(&row),
-        None => Err(AppError::NotFound("estate")),
-    }
+    LISTING.find(tx, id, false).await
 }
 
 pub async fn create(
@@ -316,11 +313,7 @@ pub async fn create(
 }
 
 async fn get_for_update(tx: &mut TenantTx, id: Uuid) -> Result<Estate, AppError> {
-    let sql = format!("SELECT {COLUMNS} FROM estates WHERE id = $1 FOR UPDATE");
-    match tx.query_opt(&sql, &[&id]).await? {
-        Some(row) => Estate::from_row(&row),
-        None => Err(AppError::NotFound("estate")),
-    }
+    LISTING.find(tx, id, true).await
 }
 
 pub async fn update(

@@ -202,13 +202,31 @@ impl Queryable for Object {
     }
 }
 
-/// What a list query selects: its columns (the window count is appended after them) and
-/// how a row becomes a result.
+/// How a tenant table's rows become values: its columns (a list query appends the window
+/// count after them), its table, and the name of one row in a 404.
 pub struct Listing<T> {
     pub columns: &'static str,
     pub column_count: usize,
     pub from: &'static str,
+    pub noun: &'static str,
     pub from_row: fn(&Row) -> Result<T, AppError>,
+}
+
+impl<T> Listing<T> {
+    /// One row by id, locked `FOR UPDATE` when the caller is about to change it; 404 when
+    /// there is none (in this tenant).
+    pub async fn find(&self, tx: &mut TenantTx, id: Uuid, lock: bool) -> Result<T, AppError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id = $1{}",
+            self.columns,
+            self.from,
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        match tx.query_opt(&sql, &[&id]).await? {
+            Some(row) => (self.from_row)(&row),
+            None => Err(AppError::NotFound(self.noun)),
+        }
+    }
 }
 
 /// Fetches one page: one statement, unless the page is past the end (then a count).

@@ -90,6 +90,7 @@ const LISTING: Listing<Property> = Listing {
     columns: COLUMNS,
     column_count: 9,
     from: "properties",
+    noun: "property",
     from_row: Property::from_row,
 };
 
@@ -235,14 +236,7 @@ pub async fn list(tx: &mut TenantTx, filter: &PropertyFilter) -> Result<Page<Pro
 }
 
 async fn find(tx: &mut TenantTx, id: Uuid, lock: bool) -> Result<Property, AppError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM properties WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    match tx.query_opt(&sql, &[&id]).await? {
-        Some(row) => Property::from_row(&row),
-        None => Err(AppError::NotFound("property")),
-    }
+    LISTING.find(tx, id, lock).await
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Property, AppError> {

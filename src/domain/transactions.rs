@@ -17,6 +17,7 @@ const LISTING: Listing<Payment> = Listing {
     columns: super::allocations::PAYMENT_COLUMNS,
     column_count: 8,
     from: "payments",
+    noun: "payment",
     from_row: Payment::from_row,
 };
 

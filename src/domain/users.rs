@@ -40,6 +40,7 @@ const LISTING: Listing<User> = Listing {
     columns: COLUMNS,
     column_count: 7,
     from: "users",
+    noun: "user",
     from_row: User::from_row,
 };
 
