@@ -11,7 +11,7 @@ use poem_openapi::types::Any;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
-use super::listing::{links, parse_time};
+use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
 use super::{ApiState, ApiTags};
@@ -19,7 +19,6 @@ use crate::audit::{
     self, AuditAction, AuditFilter, AuditRecord, DEFAULT_ORDERING, ORDERING_FIELDS,
 };
 use crate::auth::permissions::Operation;
-use crate::domain::listing::{Ordering, PageRequest};
 use crate::error::{AppError, FieldErrors};
 
 pub struct AuditApi;
@@ -88,34 +87,34 @@ fn parse_filter(
     created_before: Option<String>,
 ) -> Result<AuditFilter, AppError> {
     let mut errors = FieldErrors::default();
-    let page = errors.check("page", PageRequest::parse_page(page));
-    let page_size = errors.check("page_size", PageRequest::parse_page_size(page_size));
-    let ordering = errors.check(
-        "ordering",
-        Ordering::parse(ordering.as_deref(), &ORDERING_FIELDS, DEFAULT_ORDERING),
-    );
+    let common = RawListParams {
+        page,
+        page_size,
+        ordering,
+        created_after,
+        created_before,
+        ids: None,
+        search: None,
+    }
+    .parse(&mut errors, &ORDERING_FIELDS, DEFAULT_ORDERING);
     let action = errors.check(
         "action",
         action.as_deref().map(AuditAction::parse).transpose(),
     );
-    let created_after = errors.check("created_after", parse_time(created_after.as_deref()));
-    let created_before = errors.check("created_before", parse_time(created_before.as_deref()));
     if object_type.as_ref().is_some_and(|t| t.len() > 50) {
         errors.add("object_type", "must be at most 50 characters");
     }
     errors.finish(|| {
+        let c = common?;
         Some(AuditFilter {
             action: action?,
             actor,
             object_type,
             object_id,
-            created_after: created_after?,
-            created_before: created_before?,
-            ordering: ordering?,
-            page: PageRequest {
-                page: page?,
-                page_size: page_size?,
-            },
+            created_after: c.created_after,
+            created_before: c.created_before,
+            ordering: c.ordering,
+            page: c.page,
         })
     })
 }

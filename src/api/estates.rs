@@ -12,7 +12,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::idempotency::{Claimed, Keyed};
-use super::listing::{links, parse_time};
+use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
 use super::types::DecimalString;
@@ -22,7 +22,6 @@ use crate::domain::estates::{
     self, DEFAULT_ORDERING, Estate, EstateFilter, EstatePatch, EstateStatus, NewEstate,
     ORDERING_FIELDS, PatchField,
 };
-use crate::domain::listing::{Ordering, PageRequest, parse_ids};
 use crate::error::{AppError, FieldErrors};
 
 pub struct EstatesApi;
@@ -148,37 +147,30 @@ fn parse_filter(
     ids: Option<String>,
 ) -> Result<EstateFilter, AppError> {
     let mut errors = FieldErrors::default();
-    let page = errors.check("page", PageRequest::parse_page(page));
-    let page_size = errors.check("page_size", PageRequest::parse_page_size(page_size));
-    let ordering = errors.check(
-        "ordering",
-        Ordering::parse(ordering.as_deref(), &ORDERING_FIELDS, DEFAULT_ORDERING),
-    );
+    let common = RawListParams {
+        page,
+        page_size,
+        ordering,
+        created_after,
+        created_before,
+        ids,
+        search,
+    }
+    .parse(&mut errors, &ORDERING_FIELDS, DEFAULT_ORDERING);
     let status = errors.check(
         "status",
         status.as_deref().map(EstateStatus::parse).transpose(),
     );
-    let created_after = errors.check("created_after", parse_time(created_after.as_deref()));
-    let created_before = errors.check("created_before", parse_time(created_before.as_deref()));
-    let ids = errors.check("ids", ids.as_deref().map(parse_ids).transpose());
-    let search = search
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
-        errors.add("search", "must be at most 200 characters");
-    }
     errors.finish(|| {
+        let c = common?;
         Some(EstateFilter {
-            search,
+            search: c.search,
             status: status?,
-            created_after: created_after?,
-            created_before: created_before?,
-            ids: ids?,
-            ordering: ordering?,
-            page: PageRequest {
-                page: page?,
-                page_size: page_size?,
-            },
+            created_after: c.created_after,
+            created_before: c.created_before,
+            ids: c.ids,
+            ordering: c.ordering,
+            page: c.page,
         })
     })
 }
