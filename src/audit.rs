@@ -30,10 +30,11 @@ pub enum AuditAction {
     BulkOperation,
     Export,
     PermissionDenied,
+    SubscriptionChange,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 15] = [
         Self::Create,
         Self::Update,
         Self::Delete,
@@ -48,6 +49,7 @@ impl AuditAction {
         Self::BulkOperation,
         Self::Export,
         Self::PermissionDenied,
+        Self::SubscriptionChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +68,7 @@ impl AuditAction {
             Self::BulkOperation => "bulk_operation",
             Self::Export => "export",
             Self::PermissionDenied => "permission_denied",
+            Self::SubscriptionChange => "subscription_change",
         }
     }
 
@@ -118,6 +121,15 @@ impl AuditEntry {
     }
 
     /// The actor is a machine (`api_key`, `oauth_client`: its id), not a user.
+    /// An entry for a change no user made (a Stripe webhook, a period ending).
+    pub fn system(origin: &RequestOrigin, action: AuditAction) -> Self {
+        AuditEntry {
+            actor: None,
+            actor_kind: "system",
+            ..AuditEntry::new(Uuid::nil(), origin, action)
+        }
+    }
+
     pub fn by_machine(mut self, kind: &'static str) -> Self {
         self.actor_kind = kind;
         self

@@ -52,6 +52,25 @@ pub struct Config {
     pub tenant_role_login: bool,
     pub log_format: LogFormat,
     pub tenancy: TenantNaming,
+    /// `RATE_LIMITS=off` disables tier and anonymous limits (benchmarks, load tests).
+    pub rate_limits: bool,
+    /// `None`: billing in local mode (plan changes apply locally, no Stripe calls).
+    pub stripe: Option<StripeConfig>,
+    /// Webhook signing secrets (`STRIPE_WEBHOOK_SECRET`, comma-separated: two during a
+    /// rotation). Empty: the webhook endpoint refuses every event.
+    pub stripe_webhook_secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    /// `STRIPE_API_BASE`, e.g. a local fake in tests; Stripe's own when unset.
+    pub api_base: Option<String>,
+    /// Price ids by tier, cheapest first (`STRIPE_PRICE_STARTER`, `_PROFESSIONAL`,
+    /// `_ENTERPRISE`).
+    pub prices: [String; 3],
+    /// `STRIPE_CURRENCY` (default `usd`): the currency of allocation payments.
+    pub currency: String,
 }
 
 /// Where the JWT signing key came from, so start-up can warn about a throwaway one.
@@ -169,6 +188,54 @@ impl Config {
             Some(_) => return Err(invalid("LOG_FORMAT", "expected `pretty` or `json`")),
         };
 
+        let rate_limits = parse_bool(get("RATE_LIMITS"), true)
+            .ok_or_else(|| invalid("RATE_LIMITS", "expected on or off"))?;
+
+        let stripe = match get("STRIPE_SECRET_KEY") {
+            None => None,
+            Some(key) => {
+                let price = |name: &'static str| {
+                    get(name)
+                        .map(str::to_string)
+                        .ok_or_else(|| invalid(name, "is required when STRIPE_SECRET_KEY is set"))
+                };
+                let api_base = match get("STRIPE_API_BASE") {
+                    None => None,
+                    Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                        // async-stripe appends paths to the base; it must end with a slash.
+                        Some(format!("{}/", url.trim_end_matches('/')))
+                    }
+                    Some(_) => return Err(invalid("STRIPE_API_BASE", "expected an http(s) URL")),
+                };
+                let currency = get("STRIPE_CURRENCY").unwrap_or("usd").to_ascii_lowercase();
+                if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+                    return Err(invalid(
+                        "STRIPE_CURRENCY",
+                        "expected a three-letter ISO code",
+                    ));
+                }
+                Some(StripeConfig {
+                    secret_key: Secret::new(key),
+                    api_base,
+                    prices: [
+                        price("STRIPE_PRICE_STARTER")?,
+                        price("STRIPE_PRICE_PROFESSIONAL")?,
+                        price("STRIPE_PRICE_ENTERPRISE")?,
+                    ],
+                    currency,
+                })
+            }
+        };
+        let stripe_webhook_secrets = get("STRIPE_WEBHOOK_SECRET")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+
         Ok(Config {
             app_env,
             database_url: Secret::new(database_url),
@@ -179,6 +246,9 @@ impl Config {
             tenant_role_login,
             log_format,
             tenancy: tenancy.with_login(tenant_role_login),
+            rate_limits,
+            stripe,
+            stripe_webhook_secrets,
         })
     }
 }
@@ -241,10 +311,35 @@ mod tests {
             ("TENANT_ROLE_LOGIN", "maybe"),
             ("DATABASE_POOL_SIZE", "0"),
             ("LOG_FORMAT", "xml"),
+            ("RATE_LIMITS", "sometimes"),
         ] {
             let e = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(e.variable, name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn stripe_needs_a_price_for_every_tier() {
+        let e = Config::from_vars(&vars(&[
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_PRICE_STARTER", "price_s"),
+            ("STRIPE_PRICE_ENTERPRISE", "price_e"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "STRIPE_PRICE_PROFESSIONAL");
+        let c = Config::from_vars(&vars(&[
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_PRICE_STARTER", "price_s"),
+            ("STRIPE_PRICE_PROFESSIONAL", "price_p"),
+            ("STRIPE_PRICE_ENTERPRISE", "price_e"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:1234"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new"),
+        ]))
+        .unwrap();
+        let stripe = c.stripe.expect("stripe mode");
+        assert_eq!(stripe.api_base.as_deref(), Some("http://127.0.0.1:1234/"));
+        assert_eq!(c.stripe_webhook_secrets.len(), 2);
+        assert!(Config::from_vars(&vars(&[])).unwrap().stripe.is_none());
     }
 
     #[test]
@@ -258,9 +353,15 @@ mod tests {
                 "DATABASE_URL",
                 "postgres://postgres:pw-in-url@127.0.0.1/estate",
             ),
+            ("STRIPE_SECRET_KEY", "sk_live_do-not-print"),
+            ("STRIPE_PRICE_STARTER", "price_s"),
+            ("STRIPE_PRICE_PROFESSIONAL", "price_p"),
+            ("STRIPE_PRICE_ENTERPRISE", "price_e"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_do-not-print"),
         ]))
         .unwrap();
         let printed = format!("{c:?}");
+        assert!(!printed.contains("do-not-print"));
         assert!(!printed.contains("a-very-long-secret"));
         assert!(!printed.contains("pw-in-url"));
     }

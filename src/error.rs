@@ -17,6 +17,32 @@ pub enum AppError {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// The company's plan does not include a feature the operation needs.
+    #[error("the {tier} plan does not include the `{feature}` feature")]
+    FeatureNotInPlan { feature: String, tier: String },
+    /// Creating one more would pass the plan's ceiling for a resource.
+    #[error("the {tier} plan allows at most {limit} {resource}")]
+    PlanLimitReached {
+        resource: &'static str,
+        limit: i64,
+        tier: String,
+    },
+    /// The subscription is unpaid or cancelled: the company may read, not write.
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// A conflict with the current state that names each part of it, e.g. every limit a
+    /// downgrade would break.
+    #[error("{detail}")]
+    ConflictFields { detail: String, fields: FieldErrors },
+    /// The payment provider failed or refused.
+    #[error("{0}")]
+    Upstream(String),
+    /// The server is not set up for this (e.g. card payments without Stripe).
+    #[error("{0}")]
+    NotConfigured(String),
+    /// A webhook whose signature does not verify.
+    #[error("{0}")]
+    BadSignature(String),
     #[error("{detail}")]
     TooManyRequests {
         retry_after_secs: u64,
@@ -32,7 +58,7 @@ impl From<DbError> for AppError {
     fn from(e: DbError) -> Self {
         match e {
             // A tenant transaction's session check said no.
-            DbError::Refused(reason) => crate::auth::session::refusal(&reason),
+            DbError::Refused(reason) => crate::auth::verdict::refusal(&reason),
             e => AppError::Db(e),
         }
     }

@@ -5,11 +5,13 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod outbox;
+pub mod rate_limit;
 pub mod startup;
 pub mod telemetry;
 pub mod tenants;

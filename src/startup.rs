@@ -9,10 +9,14 @@ use poem::listener::TcpAcceptor;
 
 use crate::api::{self, ApiState};
 use crate::auth::jwt::JwtKeys;
-use crate::auth::session;
+use crate::auth::verdict;
+use crate::billing::plans::Plans;
+use crate::billing::stripe::StripeGateway;
+use crate::billing::subscriptions::Billing;
 use crate::config::{Config, JwtSecret};
 use crate::db::{Db, migrations};
 use crate::error::AppError;
+use crate::rate_limit::RateLimiter;
 use crate::tenants;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,19 @@ pub struct Application {
     local_addr: SocketAddr,
 }
 
+/// The plans (from the database: run `estate migrate` first) and Stripe, when configured.
+async fn billing(config: &Config, db: &Db) -> Result<Billing, AppError> {
+    let plans = Plans::load(&db.shared().await?).await?;
+    let stripe = match &config.stripe {
+        Some(stripe) => Some(StripeGateway::new(stripe)?),
+        None => {
+            tracing::info!("STRIPE_SECRET_KEY is not set: billing runs in local mode");
+            None
+        }
+    };
+    Ok(Billing { plans, stripe })
+}
+
 impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
         if let JwtSecret::Ephemeral(_) = config.jwt_secret {
@@ -41,9 +58,20 @@ impl Application {
                 "JWT_SECRET is not set: using a random key, tokens will not survive a restart"
             );
         }
-        let db = Db::connect_with(config, session::connection_setup()).map_err(AppError::from)?;
+        let db = Db::connect_with(config, verdict::connection_setup()).map_err(AppError::from)?;
         let jwt = JwtKeys::new(config.jwt_secret.secret())?;
         let redis = redis::Client::open(config.redis_url.expose())?;
+        let billing = billing(config, &db).await?;
+        if !config.rate_limits {
+            tracing::warn!("RATE_LIMITS=off: no tier or anonymous request limits are enforced");
+        }
+        let rate_limiter = RateLimiter::new(
+            config.rate_limits,
+            config.tenancy.role_prefix(),
+            billing.plans.clone(),
+            db.clone(),
+            redis.clone(),
+        );
         let bind = |source| StartupError::Bind {
             addr: config.bind_addr,
             source,
@@ -54,7 +82,14 @@ impl Application {
         let acceptor = TcpAcceptor::from_std(listener).map_err(bind)?;
         Ok(Application {
             acceptor,
-            state: Arc::new(ApiState { db, jwt, redis }),
+            state: Arc::new(ApiState {
+                db,
+                jwt,
+                redis,
+                rate_limiter,
+                billing,
+                stripe_webhook_secrets: config.stripe_webhook_secrets.clone(),
+            }),
             local_addr,
         })
     }

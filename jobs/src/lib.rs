@@ -117,3 +117,51 @@ pub struct WorkerNotBuilt;
 pub fn run_worker() -> Result<(), WorkerNotBuilt> {
     Err(WorkerNotBuilt)
 }
+
+/// "Your subscription payment failed" notice to the company's owners.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PaymentFailedEmail {
+    pub company_id: Uuid,
+    /// The Stripe invoice that failed; one notice per invoice.
+    pub invoice_id: String,
+    pub amount_due: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl Job for PaymentFailedEmail {
+    const NAME: &'static str = "payment_failed_email";
+    fn company_id(&self) -> Uuid {
+        self.company_id
+    }
+    fn idempotency_key(&self) -> String {
+        format!("{}:{}", Self::NAME, self.invoice_id)
+    }
+}
+
+/// A company crossed a share (80 or 100 percent) of its hourly request quota.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QuotaWarning {
+    pub company_id: Uuid,
+    /// 80 or 100.
+    pub threshold_percent: u8,
+    /// Start of the hour (Unix seconds) the quota belongs to; one warning per threshold
+    /// per hour.
+    pub window_start: i64,
+    pub limit: u64,
+}
+
+impl Job for QuotaWarning {
+    const NAME: &'static str = "quota_warning";
+    fn company_id(&self) -> Uuid {
+        self.company_id
+    }
+    fn idempotency_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            Self::NAME,
+            self.company_id,
+            self.window_start,
+            self.threshold_percent
+        )
+    }
+}

@@ -11,9 +11,13 @@ use uuid::Uuid;
 
 use super::problem::ErrorResponse;
 use super::security::Auth;
+use super::subscriptions::{ChangeTier, SubscriptionBody, parse_tier, subscription_body};
 use super::{ApiState, ApiTags};
 use crate::auth::permissions::Operation;
+use crate::billing::subscriptions;
 use crate::domain::companies::{self, CompanyDetails, parse_company_name};
+use crate::error::AppError;
+use crate::rate_limit::{CountSource, Subject};
 
 pub struct CompaniesApi;
 
@@ -54,6 +58,24 @@ pub struct CompanyPage {
     pub results: Vec<CompanyBody>,
 }
 
+/// The hour's request quota.
+#[derive(Object)]
+pub struct ApiLimitBody {
+    pub tier: String,
+    /// Requests allowed per hour.
+    pub limit: u64,
+    /// Requests made this hour (this one included).
+    pub used: u64,
+    pub remaining: u64,
+    /// Seconds until the window resets.
+    pub reset: u64,
+    pub resets_at: DateTime<Utc>,
+    /// False when the server runs with `RATE_LIMITS=off`.
+    pub enforced: bool,
+    /// False while Redis is unreachable and each server process counts on its own.
+    pub shared: bool,
+}
+
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct UpdateCompany {
@@ -92,6 +114,59 @@ impl CompaniesApi {
         Ok(Json(
             companies::get(&state.db, principal, id.0).await?.into(),
         ))
+    }
+
+    /// Move the company to a higher tier, at once (owner only): the same as
+    /// `POST /subscriptions/upgrade`, addressed by company. Any other id answers 404.
+    #[oai(path = "/companies/:id/upgrade_subscription", method = "post")]
+    async fn upgrade_subscription(
+        &self,
+        auth: Auth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+        body: Json<ChangeTier>,
+    ) -> Result<Json<SubscriptionBody>, ErrorResponse> {
+        let tier = parse_tier(&body.0.tier)?;
+        let principal = auth
+            .verified(&state, Operation::CompaniesUpgradeSubscription)
+            .await?;
+        if id.0 != principal.company.0 {
+            return Err(AppError::NotFound("company").into());
+        }
+        let s = subscriptions::upgrade(&state.db, &state.billing, principal, tier).await?;
+        state.rate_limiter.forget(principal.company);
+        Ok(Json(subscription_body(&state, s, None)))
+    }
+
+    /// The company's request quota this hour: its limit, what is used, and when the
+    /// window resets. Any other id answers 404.
+    #[oai(path = "/companies/:id/check_api_limit", method = "get")]
+    async fn check_api_limit(
+        &self,
+        auth: Auth,
+        state: Data<&Arc<ApiState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<ApiLimitBody>, ErrorResponse> {
+        let principal = auth
+            .verified(&state, Operation::CompaniesCheckApiLimit)
+            .await?;
+        if id.0 != principal.company.0 {
+            return Err(AppError::NotFound("company").into());
+        }
+        let d = state
+            .rate_limiter
+            .usage(Subject::Company(principal.company))
+            .await?;
+        Ok(Json(ApiLimitBody {
+            tier: d.policy.into(),
+            limit: d.limit,
+            used: d.used,
+            remaining: d.remaining,
+            reset: d.reset_secs,
+            resets_at: Utc::now() + chrono::Duration::seconds(d.reset_secs as i64),
+            enforced: state.rate_limiter.enabled(),
+            shared: d.source == CountSource::Shared,
+        }))
     }
 
     /// Rename the company (admins and owners).

@@ -21,18 +21,22 @@ pub struct Health {
 
 #[derive(Object)]
 pub struct Readiness {
-    /// `ok` when every dependency answered, `unavailable` otherwise.
+    /// `ok` when every dependency answered; `degraded` when only Redis did not (the API
+    /// still serves; rate limits are counted per process); `unavailable` without
+    /// PostgreSQL.
     pub status: String,
     pub postgres: bool,
     pub redis: bool,
+    /// `shared` (Redis), `per_process` (Redis unreachable) or `off` (`RATE_LIMITS=off`).
+    pub rate_limits: String,
 }
 
 #[derive(ApiResponse)]
 pub enum ReadyResponse {
-    /// PostgreSQL and Redis are reachable.
+    /// PostgreSQL is reachable (and Redis, unless `status` is `degraded`).
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// A dependency is unreachable.
+    /// PostgreSQL is unreachable.
     #[oai(status = 503)]
     NotReady(Json<Readiness>),
 }
@@ -47,7 +51,8 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: PostgreSQL and Redis are reachable.
+    /// Readiness: PostgreSQL is reachable (503 otherwise); Redis is reported, but the API
+    /// serves without it.
     #[oai(path = "/ready", method = "get")]
     async fn ready(&self, state: Data<&Arc<ApiState>>) -> ReadyResponse {
         let postgres = async {
@@ -67,17 +72,23 @@ impl HealthApi {
         );
         let postgres = matches!(postgres, Ok(Some(_)));
         let redis = matches!(redis, Ok(Some(_)));
+        let rate_limits = match (state.rate_limiter.enabled(), redis) {
+            (false, _) => "off",
+            (true, true) => "shared",
+            (true, false) => "per_process",
+        };
         let body = |status: &str| {
             Json(Readiness {
                 status: status.into(),
                 postgres,
                 redis,
+                rate_limits: rate_limits.into(),
             })
         };
-        if postgres && redis {
-            ReadyResponse::Ready(body("ok"))
-        } else {
-            ReadyResponse::NotReady(body("unavailable"))
+        match (postgres, redis) {
+            (true, true) => ReadyResponse::Ready(body("ok")),
+            (true, false) => ReadyResponse::Ready(body("degraded")),
+            (false, _) => ReadyResponse::NotReady(body("unavailable")),
         }
     }
 }

@@ -13,9 +13,12 @@ pub mod idempotency;
 pub mod listing;
 pub mod middleware;
 pub mod oauth;
+pub mod payments;
 pub mod problem;
 pub mod properties;
+pub mod rate_limit;
 pub mod security;
+pub mod subscriptions;
 pub mod transactions;
 pub mod types;
 pub mod users;
@@ -26,6 +29,7 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::auth::jwt::JwtKeys;
+use crate::billing::subscriptions::Billing;
 use crate::db::Db;
 
 /// Largest request body accepted; bigger ones answer 413.
@@ -36,6 +40,10 @@ pub struct ApiState {
     pub db: Db,
     pub jwt: JwtKeys,
     pub redis: redis::Client,
+    pub billing: Billing,
+    pub rate_limiter: crate::rate_limit::RateLimiter,
+    /// Webhook signing secrets (two during a rotation).
+    pub stripe_webhook_secrets: Vec<crate::config::Secret>,
 }
 
 #[derive(Tags)]
@@ -64,6 +72,10 @@ pub enum ApiTags {
     Transactions,
     /// The company's audit log
     Audit,
+    /// The company's plan, its changes and billing history
+    Subscriptions,
+    /// Card payments through Stripe, and Stripe's webhook
+    Payments,
 }
 
 pub type Apis = (
@@ -79,6 +91,8 @@ pub type Apis = (
     allocations::AllocationsApi,
     transactions::TransactionsApi,
     audit::AuditApi,
+    subscriptions::SubscriptionsApi,
+    payments::PaymentsApi,
 );
 
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
@@ -96,6 +110,8 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             allocations::AllocationsApi,
             transactions::TransactionsApi,
             audit::AuditApi,
+            subscriptions::SubscriptionsApi,
+            payments::PaymentsApi,
         ),
         "Estate API",
         env!("CARGO_PKG_VERSION"),
@@ -120,6 +136,7 @@ pub fn routes(state: Arc<ApiState>) -> impl Endpoint {
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .around(rate_limit::rate_limit)
         .data(state)
         .catch_all_error(problem::into_problem)
         .around(middleware::request_context)

@@ -29,9 +29,16 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// For validation problems: field name → messages.
+    /// For validation problems: field name → messages; for a refused downgrade: each
+    /// limit the current usage exceeds.
     #[oai(skip_serializing_if_is_none)]
     pub errors: Option<BTreeMap<String, Vec<String>>>,
+    /// For `/problems/feature-not-in-plan`: the feature the plan lacks.
+    #[oai(skip_serializing_if_is_none)]
+    pub feature: Option<String>,
+    /// For `/problems/plan-limit-reached`: the resource whose ceiling was reached.
+    #[oai(skip_serializing_if_is_none)]
+    pub limit: Option<String>,
 }
 
 impl Problem {
@@ -44,7 +51,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: None,
+            feature: None,
+            limit: None,
         }
+    }
+
+    fn of_type(mut self, problem_type: &str) -> Self {
+        self.problem_type = format!("/problems/{problem_type}");
+        self
     }
 }
 
@@ -57,7 +71,11 @@ pub enum ErrorResponse {
     /// Missing, invalid, expired or revoked credentials.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
-    /// The caller may not do this (role, suspended company).
+    /// The subscription is unpaid or cancelled: the company's data is read-only.
+    #[oai(status = 402, content_type = "application/problem+json")]
+    PaymentRequired(Json<Problem>),
+    /// The caller may not do this: role, suspended company, a feature the plan lacks
+    /// (`feature`), or a plan limit reached (`limit`).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
     /// No such object in the caller's company (another company's ids answer the same).
@@ -75,7 +93,11 @@ pub enum ErrorResponse {
     /// An unexpected failure; details are in the server log, not in the answer.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
-    /// A dependency (the database) is unavailable; retry later.
+    /// The payment provider failed; nothing was changed.
+    #[oai(status = 502, content_type = "application/problem+json")]
+    BadGateway(Json<Problem>),
+    /// A dependency (the database) is unavailable, or the server is not configured for
+    /// this (card payments without Stripe).
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>),
 }
@@ -102,6 +124,40 @@ impl From<AppError> for ErrorResponse {
             }
             AppError::Forbidden(detail) => {
                 ErrorResponse::Forbidden(p(StatusCode::FORBIDDEN, detail))
+            }
+            AppError::FeatureNotInPlan { ref feature, .. } => {
+                let mut problem = Problem::new(StatusCode::FORBIDDEN, e.to_string())
+                    .of_type("feature-not-in-plan");
+                problem.feature = Some(feature.clone());
+                ErrorResponse::Forbidden(Json(problem))
+            }
+            AppError::PlanLimitReached { resource, .. } => {
+                let mut problem = Problem::new(StatusCode::FORBIDDEN, e.to_string())
+                    .of_type("plan-limit-reached");
+                problem.limit = Some(resource.to_string());
+                ErrorResponse::Forbidden(Json(problem))
+            }
+            AppError::PaymentRequired(detail) => ErrorResponse::PaymentRequired(Json(
+                Problem::new(StatusCode::PAYMENT_REQUIRED, detail).of_type("subscription-inactive"),
+            )),
+            AppError::ConflictFields { detail, fields } => {
+                let mut problem = Problem::new(StatusCode::CONFLICT, detail);
+                problem.errors = Some(fields.0);
+                ErrorResponse::Conflict(Json(problem))
+            }
+            AppError::NotConfigured(detail) => {
+                ErrorResponse::Unavailable(p(StatusCode::SERVICE_UNAVAILABLE, detail))
+            }
+            AppError::BadSignature(detail) => ErrorResponse::BadRequest(Json(
+                Problem::new(StatusCode::BAD_REQUEST, detail).of_type("invalid-signature"),
+            )),
+            AppError::Upstream(detail) => {
+                tracing::error!(error = %detail, "payment provider failed");
+                ErrorResponse::BadGateway(p(
+                    StatusCode::BAD_GATEWAY,
+                    "the payment provider could not complete the request; nothing was changed"
+                        .into(),
+                ))
             }
             AppError::TooManyRequests {
                 retry_after_secs,
@@ -195,6 +251,8 @@ impl poem_openapi::types::Example for Problem {
             status: 422,
             detail: "the request has invalid fields".into(),
             errors: Some(errors),
+            feature: None,
+            limit: None,
         }
     }
 }

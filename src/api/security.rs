@@ -10,9 +10,10 @@ use poem_openapi::auth::{ApiKey, Bearer};
 use super::ApiState;
 use super::middleware::origin;
 use super::problem::ErrorResponse;
+use super::rate_limit::VerifiedApiKey;
 use crate::audit::{self, AuditAction};
-use crate::auth::permissions::{self, Operation};
-use crate::auth::{Access, Principal, api_keys, session};
+use crate::auth::permissions::{self, Operation, Rule};
+use crate::auth::{Principal, api_keys, session, verdict};
 use crate::db::tenancy::TenantTx;
 use crate::error::AppError;
 
@@ -50,6 +51,9 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
 }
 
 async fn check_api_key(req: &Request, key: ApiKey) -> poem::Result<Principal> {
+    if let Some(VerifiedApiKey(principal)) = req.extensions().get::<VerifiedApiKey>() {
+        return Ok(traced(principal.clone()));
+    }
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| ErrorResponse::from(AppError::Internal("API state missing".into())))?;
@@ -83,8 +87,8 @@ impl Auth {
         state: &ApiState,
         operation: Operation,
     ) -> Result<TenantTx, ErrorResponse> {
-        let access = self.permit(state, operation).await?;
-        let guard = session::guard(self.principal(), access);
+        let rule = self.permit(state, operation).await?;
+        let guard = verdict::guard(self.principal(), rule);
         Ok(state
             .db
             .guarded_tenant_tx(self.principal().company, guard)
@@ -98,24 +102,20 @@ impl Auth {
         state: &ApiState,
         operation: Operation,
     ) -> Result<&Principal, ErrorResponse> {
-        let access = self.permit(state, operation).await?;
-        session::verify(&state.db, self.principal(), access).await?;
+        let rule = self.permit(state, operation).await?;
+        verdict::verify(&state.db, self.principal(), rule).await?;
         Ok(self.principal())
     }
 
     /// The permission table's answer. A refusal is recorded in the company's audit log
     /// (`permission_denied`) when the caller's session still counts, so dead tokens cannot
     /// fill the log; failing to record it is logged and does not change the answer.
-    async fn permit(
-        &self,
-        state: &ApiState,
-        operation: Operation,
-    ) -> Result<Access, ErrorResponse> {
+    async fn permit(&self, state: &ApiState, operation: Operation) -> Result<Rule, ErrorResponse> {
         let refusal = match permissions::permit(self.principal(), operation) {
             Ok(access) => return Ok(access),
             Err(refusal) => refusal,
         };
-        session::verify(&state.db, self.principal(), Access::Read).await?;
+        verdict::verify(&state.db, self.principal(), Rule::any_session()).await?;
         let entry =
             self.principal()
                 .audit(AuditAction::PermissionDenied)

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{Machine, Principal, RequestOrigin, Role};
 use crate::audit::{self, AuditAction};
 use crate::db::Db;
-use crate::db::tenancy::{CompanyId, Guard, GuardArg};
+use crate::db::tenancy::CompanyId;
 use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -206,35 +206,4 @@ pub async fn authenticate(
         origin,
         machine: Some(Machine::ApiKey(key_id)),
     })
-}
-
-/// Whether a key still counts: not revoked or expired, its creator active, its company
-/// neither deleted nor (except for reads by a key of its owner) suspended. Parameters:
-/// key, company, read-only.
-pub const API_KEY_VERDICT: &str = "
-    SELECT CASE
-               WHEN k.id IS NULL THEN 'unknown'
-               WHEN k.revoked_at IS NOT NULL THEN 'revoked'
-               WHEN k.expires_at <= now() THEN 'expired'
-               WHEN NOT u.is_active THEN 'inactive'
-               WHEN c.status = 'deleted' THEN 'deleted'
-               WHEN c.status = 'suspended' AND NOT ($3::boolean AND u.role = 'owner') THEN 'suspended'
-               ELSE 'ok'
-           END
-    FROM (SELECT 1) AS one
-    LEFT JOIN public.api_keys k ON k.id = $1 AND k.company_id = $2
-    LEFT JOIN public.users u ON u.id = k.created_by
-    LEFT JOIN public.companies c ON c.id = k.company_id";
-
-pub const API_KEY_VERDICT_STATEMENT: &str = "estate_api_key_verdict";
-
-pub fn guard(principal: &Principal, key: Uuid, read_only: bool) -> Guard {
-    Guard::execute(
-        API_KEY_VERDICT_STATEMENT,
-        vec![
-            GuardArg::Uuid(key),
-            GuardArg::Uuid(principal.company.0),
-            GuardArg::Bool(read_only),
-        ],
-    )
 }

@@ -10,6 +10,7 @@ pub mod password;
 pub mod permissions;
 pub mod session;
 pub mod throttle;
+pub mod verdict;
 
 use uuid::Uuid;
 
@@ -79,6 +80,9 @@ pub struct Principal {
 pub enum Machine {
     ApiKey(Uuid),
     OAuthClient(Uuid),
+    /// Stripe, through a verified webhook, completing a payment a user started. Never
+    /// presented as a credential, so never guarded by a session verdict.
+    Stripe,
 }
 
 impl Principal {
@@ -91,6 +95,7 @@ impl Principal {
             Some(Machine::OAuthClient(client)) => {
                 AuditEntry::new(client, &self.origin, action).by_machine("oauth_client")
             }
+            Some(Machine::Stripe) => AuditEntry::system(&self.origin, action),
             None => AuditEntry::new(self.user_id, &self.origin, action),
         }
     }

@@ -14,7 +14,6 @@ use super::api_keys::Scope;
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use crate::audit::{self, AuditAction};
 use crate::db::Db;
-use crate::db::tenancy::{Guard, GuardArg};
 use crate::error::AppError;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -174,34 +173,4 @@ pub async fn exchange(
         expires_in: ACCESS_TOKEN_TTL_SECS,
         scope,
     })
-}
-
-/// Whether a client's token still counts: the client not revoked, its creator active, its
-/// company neither deleted nor (except for reads by a client of its owner) suspended.
-/// Parameters: client, company, read-only.
-pub const CLIENT_VERDICT: &str = "
-    SELECT CASE
-               WHEN o.id IS NULL THEN 'unknown'
-               WHEN o.revoked_at IS NOT NULL THEN 'revoked'
-               WHEN NOT u.is_active THEN 'inactive'
-               WHEN c.status = 'deleted' THEN 'deleted'
-               WHEN c.status = 'suspended' AND NOT ($3::boolean AND u.role = 'owner') THEN 'suspended'
-               ELSE 'ok'
-           END
-    FROM (SELECT 1) AS one
-    LEFT JOIN public.oauth_clients o ON o.id = $1 AND o.company_id = $2
-    LEFT JOIN public.users u ON u.id = o.created_by
-    LEFT JOIN public.companies c ON c.id = o.company_id";
-
-pub const CLIENT_VERDICT_STATEMENT: &str = "estate_oauth_client_verdict";
-
-pub fn guard(principal: &Principal, client: Uuid, read_only: bool) -> Guard {
-    Guard::execute(
-        CLIENT_VERDICT_STATEMENT,
-        vec![
-            GuardArg::Uuid(client),
-            GuardArg::Uuid(principal.company.0),
-            GuardArg::Bool(read_only),
-        ],
-    )
 }

@@ -6,6 +6,7 @@
 //! "only an owner may make an owner") are the domain's, on top of this table.
 
 use super::{Access, Principal, Role};
+use crate::billing::plans::Feature;
 use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,21 +55,56 @@ pub enum Operation {
     OAuthClientsCreate,
     OAuthClientsRevoke,
     Logout,
+    SubscriptionsCurrent,
+    SubscriptionsUpgrade,
+    SubscriptionsDowngrade,
+    SubscriptionsCancel,
+    SubscriptionsBillingHistory,
+    CompaniesUpgradeSubscription,
+    CompaniesCheckApiLimit,
+    PaymentsProcess,
 }
 
-/// Who may perform an operation.
+/// Who may perform an operation, and what it needs of the company's plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub least_role: Role,
     pub access: Access,
+    /// A feature the company's tier must include (SPEC §5); refused with 403 otherwise.
+    pub feature: Option<Feature>,
+    /// Allowed while the subscription is unpaid or cancelled (paying is how a read-only
+    /// company gets out of that state); every other write then answers 402.
+    pub while_unpaid: bool,
 }
 
 const fn rule(least_role: Role, access: Access) -> Rule {
-    Rule { least_role, access }
+    Rule {
+        least_role,
+        access,
+        feature: None,
+        while_unpaid: false,
+    }
+}
+
+impl Rule {
+    const fn needs(mut self, feature: Feature) -> Rule {
+        self.feature = Some(feature);
+        self
+    }
+
+    const fn while_unpaid(mut self) -> Rule {
+        self.while_unpaid = true;
+        self
+    }
+
+    /// Any live session may do this: the check used before recording a refusal.
+    pub const fn any_session() -> Rule {
+        rule(Role::Viewer, Access::Read)
+    }
 }
 
 impl Operation {
-    pub const ALL: [Operation; 44] = [
+    pub const ALL: [Operation; 52] = [
         Operation::EstatesList,
         Operation::EstatesCreate,
         Operation::EstatesGet,
@@ -113,6 +149,14 @@ impl Operation {
         Operation::OAuthClientsCreate,
         Operation::OAuthClientsRevoke,
         Operation::Logout,
+        Operation::SubscriptionsCurrent,
+        Operation::SubscriptionsUpgrade,
+        Operation::SubscriptionsDowngrade,
+        Operation::SubscriptionsCancel,
+        Operation::SubscriptionsBillingHistory,
+        Operation::CompaniesUpgradeSubscription,
+        Operation::CompaniesCheckApiLimit,
+        Operation::PaymentsProcess,
     ];
 
     /// The endpoint (method, OpenAPI path) that performs the operation. A test checks that
@@ -169,17 +213,29 @@ impl Operation {
             Operation::OAuthClientsCreate => ("post", "/api/v1/oauth-clients"),
             Operation::OAuthClientsRevoke => ("delete", "/api/v1/oauth-clients/{id}"),
             Operation::Logout => ("post", "/api/v1/auth/logout"),
+            Operation::SubscriptionsCurrent => ("get", "/api/v1/subscriptions/current"),
+            Operation::SubscriptionsUpgrade => ("post", "/api/v1/subscriptions/upgrade"),
+            Operation::SubscriptionsDowngrade => ("post", "/api/v1/subscriptions/downgrade"),
+            Operation::SubscriptionsCancel => ("post", "/api/v1/subscriptions/cancel"),
+            Operation::SubscriptionsBillingHistory => {
+                ("get", "/api/v1/subscriptions/billing_history")
+            }
+            Operation::CompaniesUpgradeSubscription => {
+                ("post", "/api/v1/companies/{id}/upgrade_subscription")
+            }
+            Operation::CompaniesCheckApiLimit => ("get", "/api/v1/companies/{id}/check_api_limit"),
+            Operation::PaymentsProcess => ("post", "/api/v1/payments/process"),
         }
     }
 
     /// The table.
     pub const fn rule(self) -> Rule {
         use Access::{Read, Write};
-        use Role::{Admin, Member, Viewer};
+        use Feature::*;
+        use Role::{Admin, Member, Owner, Viewer};
         match self {
             Operation::EstatesList
             | Operation::EstatesGet
-            | Operation::EstatesStatistics
             | Operation::EstatesAllocations
             | Operation::PropertiesList
             | Operation::PropertiesGet
@@ -188,9 +244,11 @@ impl Operation {
             | Operation::AllocationsList
             | Operation::AllocationsGet
             | Operation::AllocationsPaymentHistory
-            | Operation::TransactionsList
-            | Operation::TransactionsStatistics
-            | Operation::TransactionsExport => rule(Viewer, Read),
+            | Operation::TransactionsList => rule(Viewer, Read),
+            Operation::EstatesStatistics | Operation::TransactionsStatistics => {
+                rule(Viewer, Read).needs(AdvancedStatistics)
+            }
+            Operation::TransactionsExport => rule(Viewer, Read).needs(CsvExport),
             // Members change only what they created (checked by the domain).
             Operation::EstatesCreate
             | Operation::EstatesUpdate
@@ -203,24 +261,36 @@ impl Operation {
             | Operation::ClientsDelete
             | Operation::AllocationsCreate
             | Operation::AllocationsRecordPayment
-            | Operation::PropertiesBulkPriceUpdate
-            | Operation::AllocationsBulkAllocate => rule(Member, Write),
+            | Operation::PaymentsProcess => rule(Member, Write),
+            Operation::PropertiesBulkPriceUpdate | Operation::AllocationsBulkAllocate => {
+                rule(Member, Write).needs(BulkOperations)
+            }
             Operation::UsersList | Operation::UsersGet => rule(Viewer, Read),
             Operation::UsersCreate | Operation::UsersToggleStatus => rule(Admin, Write),
             // Anyone may change their own name; only admins others' (checked by the domain).
             Operation::UsersUpdate => rule(Viewer, Write),
             // One's own password only (checked by the domain).
             Operation::UsersChangePassword => rule(Viewer, Write),
-            Operation::CompaniesList | Operation::CompaniesGet => rule(Viewer, Read),
+            Operation::CompaniesList
+            | Operation::CompaniesGet
+            | Operation::CompaniesCheckApiLimit
+            | Operation::SubscriptionsCurrent => rule(Viewer, Read),
             Operation::CompaniesUpdate => rule(Admin, Write),
-            Operation::AuditLogsList | Operation::ApiKeysList | Operation::OAuthClientsList => {
-                rule(Admin, Read)
+            Operation::SubscriptionsBillingHistory => rule(Admin, Read),
+            Operation::SubscriptionsUpgrade
+            | Operation::SubscriptionsDowngrade
+            | Operation::SubscriptionsCancel
+            | Operation::CompaniesUpgradeSubscription => rule(Owner, Write).while_unpaid(),
+            Operation::AuditLogsList => rule(Admin, Read).needs(AuditLogAccess),
+            Operation::ApiKeysList => rule(Admin, Read).needs(ApiKeys),
+            Operation::ApiKeysCreate | Operation::ApiKeysRevoke => {
+                rule(Admin, Write).needs(ApiKeys)
             }
-            Operation::ApiKeysCreate
-            | Operation::ApiKeysRevoke
-            | Operation::OAuthClientsCreate
-            | Operation::OAuthClientsRevoke => rule(Admin, Write),
-            Operation::Logout => rule(Viewer, Write),
+            Operation::OAuthClientsList => rule(Admin, Read).needs(OAuthClients),
+            Operation::OAuthClientsCreate | Operation::OAuthClientsRevoke => {
+                rule(Admin, Write).needs(OAuthClients)
+            }
+            Operation::Logout => rule(Viewer, Write).while_unpaid(),
         }
     }
 }
@@ -241,11 +311,12 @@ impl Role {
     }
 }
 
-/// The one check: may this principal perform this operation at all?
-pub fn permit(principal: &Principal, operation: Operation) -> Result<Access, AppError> {
+/// The role check: may this principal perform this operation at all? The plan and
+/// subscription parts of the rule are the session verdict's (`auth::verdict`).
+pub fn permit(principal: &Principal, operation: Operation) -> Result<Rule, AppError> {
     let rule = operation.rule();
     if principal.role.at_least(rule.least_role) {
-        Ok(rule.access)
+        Ok(rule)
     } else {
         Err(AppError::Forbidden(format!(
             "this requires the {} role or higher",

@@ -7,10 +7,10 @@ use uuid::Uuid;
 
 use super::jwt::{ACCESS_TOKEN_TTL_SECS, JwtKeys};
 use super::throttle::{self, LoginKeys};
-use super::{Access, Machine, Principal, RequestOrigin, Role, api_keys, oauth_clients, password};
+use super::{Machine, Principal, RequestOrigin, Role, password};
 use crate::audit::{self, AuditAction, AuditEntry};
 use crate::db::Db;
-use crate::db::tenancy::{CompanyId, Guard, GuardArg};
+use crate::db::tenancy::CompanyId;
 use crate::error::AppError;
 
 pub const REFRESH_TOKEN_TTL_DAYS: i32 = 30;
@@ -232,126 +232,4 @@ pub fn authenticate(
         origin,
         machine: claims.cid.map(Machine::OAuthClient),
     })
-}
-
-/// Whether an access token still counts: not revoked, its user active and still of the
-/// role the token names, its company neither deleted nor (except for reads by the owner)
-/// suspended. Answers `ok` or the reason for refusal. Parameters: user, company, jti,
-/// role, read-only.
-const SESSION_VERDICT: &str = "
-    SELECT CASE
-               WHEN u.id IS NULL THEN 'unknown'
-               WHEN EXISTS (SELECT 1 FROM public.revoked_access_tokens r WHERE r.jti = $3) THEN 'revoked'
-               WHEN NOT u.is_active THEN 'inactive'
-               WHEN u.role <> $4::text THEN 'role_changed'
-               WHEN c.status = 'deleted' THEN 'deleted'
-               WHEN c.status = 'suspended' AND NOT ($5::boolean AND u.role = 'owner') THEN 'suspended'
-               ELSE 'ok'
-           END
-    FROM (SELECT 1) AS one
-    LEFT JOIN public.users u ON u.id = $1 AND u.company_id = $2
-    LEFT JOIN public.companies c ON c.id = u.company_id";
-
-/// The name under which every pooled connection prepares [`SESSION_VERDICT`].
-const SESSION_VERDICT_STATEMENT: &str = "estate_session_verdict";
-
-/// What each pooled connection runs once when it is created (see `Db::connect_with`): the
-/// session check, prepared, so that checking a session inside a tenant transaction costs
-/// neither a round trip nor a query plan.
-pub fn connection_setup() -> Vec<String> {
-    vec![
-        format!(
-            "PREPARE {SESSION_VERDICT_STATEMENT}(uuid, uuid, uuid, text, boolean) AS {SESSION_VERDICT}"
-        ),
-        format!(
-            "PREPARE {}(uuid, uuid, boolean) AS {}",
-            api_keys::API_KEY_VERDICT_STATEMENT,
-            api_keys::API_KEY_VERDICT
-        ),
-        format!(
-            "PREPARE {}(uuid, uuid, boolean) AS {}",
-            oauth_clients::CLIENT_VERDICT_STATEMENT,
-            oauth_clients::CLIENT_VERDICT
-        ),
-    ]
-}
-
-/// The session check that travels with a tenant transaction's first statement.
-pub fn guard(principal: &Principal, access: Access) -> Guard {
-    match principal.machine {
-        Some(Machine::ApiKey(key)) => {
-            return api_keys::guard(principal, key, access == Access::Read);
-        }
-        Some(Machine::OAuthClient(client)) => {
-            return oauth_clients::guard(principal, client, access == Access::Read);
-        }
-        None => {}
-    }
-    Guard::execute(
-        SESSION_VERDICT_STATEMENT,
-        vec![
-            GuardArg::Uuid(principal.user_id),
-            GuardArg::Uuid(principal.company.0),
-            GuardArg::Uuid(principal.jti),
-            GuardArg::Name(principal.role.as_str()),
-            GuardArg::Bool(access == Access::Read),
-        ],
-    )
-}
-
-/// Checks the session on its own round trip, for requests that use no tenant transaction.
-pub async fn verify(db: &Db, principal: &Principal, access: Access) -> Result<(), AppError> {
-    let conn = db.shared().await?;
-    let machine = match principal.machine {
-        Some(Machine::ApiKey(key)) => Some((api_keys::API_KEY_VERDICT, key)),
-        Some(Machine::OAuthClient(client)) => Some((oauth_clients::CLIENT_VERDICT, client)),
-        None => None,
-    };
-    if let Some((sql, id)) = machine {
-        let statement = conn.prepare_cached(sql).await?;
-        let verdict: String = conn
-            .query_one(
-                &statement,
-                &[&id, &principal.company.0, &(access == Access::Read)],
-            )
-            .await?
-            .get(0);
-        return match verdict.as_str() {
-            "ok" => Ok(()),
-            reason => Err(refusal(reason)),
-        };
-    }
-    let statement = conn.prepare_cached(SESSION_VERDICT).await?;
-    let verdict: String = conn
-        .query_one(
-            &statement,
-            &[
-                &principal.user_id,
-                &principal.company.0,
-                &principal.jti,
-                &principal.role.as_str(),
-                &(access == Access::Read),
-            ],
-        )
-        .await?
-        .get(0);
-    match verdict.as_str() {
-        "ok" => Ok(()),
-        reason => Err(refusal(reason)),
-    }
-}
-
-/// What a session verdict other than `ok` means to the caller.
-pub fn refusal(reason: &str) -> AppError {
-    match reason {
-        "revoked" => AppError::Unauthorized("the credential has been revoked"),
-        "expired" => AppError::Unauthorized("the API key has expired"),
-        "inactive" => AppError::Unauthorized("the account is not active"),
-        "role_changed" => AppError::Unauthorized("the account's role has changed; log in again"),
-        "deleted" => AppError::Unauthorized("the company no longer exists"),
-        "suspended" => {
-            AppError::Forbidden("the company is suspended; only its owner may read its data".into())
-        }
-        _ => AppError::Unauthorized("the access token is not valid"),
-    }
 }

@@ -62,10 +62,16 @@ pub fn history_table_ddl(schema: &SchemaName) -> String {
 }
 
 /// The few shared-schema rights tenant work needs, held by the tenants' group role:
-/// tenant transactions write job rows. Applied by every `migrate` (it is idempotent), not
-/// by a migration, because the group's name depends on the database.
+/// tenant transactions write job rows, read their own plan (`current_plan` shows one row,
+/// the asking tenant's), and record the Stripe events whose effect is tenant data.
+/// Applied by every `migrate` (it is idempotent), not by a migration, because the group's
+/// name depends on the database.
 fn group_grants_sql(group_role: &RoleName) -> String {
-    format!("GRANT INSERT ON public.outbox TO {}", group_role.quoted())
+    format!(
+        "GRANT INSERT ON public.outbox TO {0}; GRANT SELECT ON public.current_plan TO {0};
+         GRANT INSERT ON public.stripe_events TO {0}",
+        group_role.quoted()
+    )
 }
 
 /// Applies `shared_migrations/`, and makes sure the tenants' group role exists with its

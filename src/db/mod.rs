@@ -32,6 +32,9 @@ pub enum DbError {
     Refused(String),
     #[error("the transaction is already finished")]
     Finished,
+    /// The database does not hold what the program relies on (e.g. a seeded table).
+    #[error("{0}")]
+    Invariant(String),
 }
 
 impl DbError {

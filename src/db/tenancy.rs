@@ -211,6 +211,8 @@ pub enum GuardArg {
     Uuid(Uuid),
     /// A name from a closed set in the program, such as a role.
     Name(&'static str),
+    /// A name, or NULL.
+    OptName(Option<&'static str>),
     Bool(bool),
 }
 
@@ -226,11 +228,19 @@ impl Guard {
             .iter()
             .map(|a| match a {
                 GuardArg::Uuid(u) => format!("'{u}'"),
-                GuardArg::Name(n) => format!("'{}'", n.replace('\'', "''")),
+                GuardArg::Name(n) | GuardArg::OptName(Some(n)) => {
+                    format!("'{}'", n.replace('\'', "''"))
+                }
+                GuardArg::OptName(None) => "NULL".to_string(),
                 GuardArg::Bool(b) => b.to_string(),
             })
             .collect();
         format!("EXECUTE {}({})", self.statement, args.join(", "))
+    }
+
+    /// Runs the guard on its own, for work that opens no tenant transaction.
+    pub async fn check(&self, client: &tokio_postgres::Client) -> Result<(), DbError> {
+        guard_verdict(&client.simple_query(&self.sql()).await?)
     }
 }
 

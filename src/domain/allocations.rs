@@ -7,6 +7,8 @@
 //!   completes the allocation and marks the property sold.
 //! - Confirmation and receipt e-mails are queued in the same transaction (outbox).
 
+use crate::billing::limits;
+use crate::billing::plans::Feature;
 use chrono::{DateTime, Utc};
 use estate_jobs::{AllocationConfirmationEmail, PaymentReceivedEmail};
 use tokio_postgres::Row;
@@ -329,6 +331,9 @@ pub async fn create(
     principal: &Principal,
     new: NewAllocation,
 ) -> Result<Allocation, AppError> {
+    if new.payment_plan == PaymentPlan::Installment {
+        limits::require_feature(tx, Feature::InstallmentPlans).await?;
+    }
     // Lock first: concurrent allocations of one property queue here.
     let property = match properties::lock(tx, new.property_id).await {
         Err(AppError::NotFound(_)) => return Err(field_error("property_id", "no such property")),
@@ -376,7 +381,7 @@ pub async fn create(
         .object("allocation", allocation.id)
         .after(&allocation);
     audit::record(tx, entry).await?;
-    if !client.email.is_empty() {
+    if !client.email.is_empty() && limits::has_feature(tx, Feature::EmailNotifications).await? {
         let confirmation = AllocationConfirmationEmail {
             company_id: principal.company.0,
             allocation_id: allocation.id,
@@ -448,7 +453,7 @@ pub async fn record_payment(
         .after(&serde_json::json!({ "allocation": &updated, "payment": &recorded }));
     audit::record(tx, entry).await?;
     let client = clients::get(tx, updated.client_id).await?;
-    if !client.email.is_empty() {
+    if !client.email.is_empty() && limits::has_feature(tx, Feature::EmailNotifications).await? {
         let receipt = PaymentReceivedEmail {
             company_id: principal.company.0,
             allocation_id: id,

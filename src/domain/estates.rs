@@ -1,6 +1,8 @@
 //! Estates: the top of a company's inventory. Every function runs on the caller's
 //! [`TenantTx`], so it only ever sees the caller's own company.
 
+use crate::billing::limits;
+use crate::billing::plans::Resource;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -283,6 +285,7 @@ pub async fn create(
     principal: &Principal,
     new: NewEstate,
 ) -> Result<Estate, AppError> {
+    limits::reserve(tx, Resource::Estates, 1).await?;
     let sql = format!(
         "INSERT INTO estates (id, name, location, description, status, created_by)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"

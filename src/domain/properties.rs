@@ -1,6 +1,8 @@
 //! Properties (plots) in estates. `allocated` and `sold` are set by allocations and
 //! payments, never by hand; a plot number is unique within its estate.
 
+use crate::billing::limits;
+use crate::billing::plans::Resource;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
@@ -276,6 +278,7 @@ pub async fn create(
     principal: &Principal,
     new: NewProperty,
 ) -> Result<Property, AppError> {
+    limits::reserve(tx, Resource::Properties, 1).await?;
     let estate = tx
         .query_opt("SELECT 1 FROM estates WHERE id = $1", &[&new.estate_id])
         .await?;

@@ -8,6 +8,7 @@
 //! - a company always keeps at least one active owner;
 //! - nobody deactivates themselves; passwords are changed only by their user.
 
+use crate::billing::limits;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
@@ -210,6 +211,7 @@ pub async fn create(
 ) -> Result<User, AppError> {
     only_owners_manage_owners(principal, new.role == Role::Owner)?;
     let password_hash = password::hash(new.password).await?;
+    limits::reserve_user(tx, principal.company).await?;
     let sql = format!(
         "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
@@ -403,6 +405,9 @@ pub async fn toggle_status(db: &Db, principal: &Principal, id: Uuid) -> Result<U
     only_owners_manage_owners(principal, current.role == Role::Owner)?;
     if current.is_active && current.role == Role::Owner {
         ensure_another_active_owner(&tx, principal, id).await?;
+    }
+    if !current.is_active {
+        limits::reserve_user(&tx, principal.company).await?;
     }
     let sql = format!(
         "UPDATE users SET is_active = NOT is_active, updated_at = now()

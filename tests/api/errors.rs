@@ -118,6 +118,6 @@ async fn readiness_reports_postgres_and_redis() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"status": "ok", "postgres": true, "redis": true})
+        json!({"status": "ok", "postgres": true, "redis": true, "rate_limits": "off"})
     );
 }

@@ -245,7 +245,8 @@ async fn a_guarded_transaction_fails_closed_without_its_prepared_check() {
     let principal =
         estate::auth::session::authenticate(&app.state.jwt, &a.access_token, Default::default())
             .unwrap();
-    let guard = || estate::auth::session::guard(&principal, estate::auth::Access::Read);
+    let guard =
+        || estate::auth::verdict::guard(&principal, estate::auth::permissions::Rule::any_session());
 
     let bare = Db::connect(&app.database.config).unwrap();
     let mut tx = bare

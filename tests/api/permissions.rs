@@ -151,14 +151,16 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
         let company = owner.company_id;
         // Logout last: it ends the session the others use.
         let mut operations = Operation::ALL.to_vec();
-        operations.sort_by_key(|op| {
-            matches!(
-                op,
-                Operation::Logout
-                    | Operation::EstatesDelete
-                    | Operation::PropertiesDelete
-                    | Operation::ClientsDelete
-            )
+        // Plan changes in an order where each succeeds for the owner: the downgrade is
+        // withdrawn by the upgrade, the cancellation by the company-addressed upgrade.
+        operations.sort_by_key(|op| match op {
+            Operation::EstatesDelete | Operation::PropertiesDelete | Operation::ClientsDelete => 1,
+            Operation::SubscriptionsDowngrade => 2,
+            Operation::SubscriptionsUpgrade => 3,
+            Operation::SubscriptionsCancel => 4,
+            Operation::CompaniesUpgradeSubscription => 5,
+            Operation::Logout => 6,
+            _ => 0,
         });
         for op in operations {
             let (method, body, path) = match op {
@@ -332,6 +334,42 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
                     format!("/api/v1/allocations/{}/payment_history", own.allocation),
                 ),
                 Operation::Logout => (Method::POST, Some(json!({})), "/api/v1/auth/logout".into()),
+                Operation::SubscriptionsCurrent => {
+                    (Method::GET, None, "/api/v1/subscriptions/current".into())
+                }
+                Operation::SubscriptionsBillingHistory => (
+                    Method::GET,
+                    None,
+                    "/api/v1/subscriptions/billing_history".into(),
+                ),
+                Operation::CompaniesCheckApiLimit => (
+                    Method::GET,
+                    None,
+                    format!("/api/v1/companies/{company}/check_api_limit"),
+                ),
+                Operation::SubscriptionsDowngrade => (
+                    Method::POST,
+                    Some(json!({"tier": "professional"})),
+                    "/api/v1/subscriptions/downgrade".into(),
+                ),
+                Operation::SubscriptionsCancel => {
+                    (Method::POST, None, "/api/v1/subscriptions/cancel".into())
+                }
+                Operation::SubscriptionsUpgrade => (
+                    Method::POST,
+                    Some(json!({"tier": "enterprise"})),
+                    "/api/v1/subscriptions/upgrade".into(),
+                ),
+                Operation::CompaniesUpgradeSubscription => (
+                    Method::POST,
+                    Some(json!({"tier": "enterprise"})),
+                    format!("/api/v1/companies/{company}/upgrade_subscription"),
+                ),
+                Operation::PaymentsProcess => (
+                    Method::POST,
+                    Some(json!({"allocation_id": own.allocation, "amount": "1.00"})),
+                    "/api/v1/payments/process".into(),
+                ),
             };
             assert_eq!(op.endpoint().0.to_uppercase(), method.as_str(), "{op:?}");
             let mut request = app.http.request(method, app.url(&path));
@@ -348,9 +386,11 @@ async fn every_endpoint_answers_every_role_and_key_scope_as_the_table_says() {
                 is_machine && matches!(op, Operation::Logout | Operation::UsersChangePassword);
             let allowed = role.at_least(op.rule().least_role) && !key_refused;
             let caller = format!("{role:?} {}", credential.kind());
+            // Without Stripe configured, card payments answer 503 once permitted.
+            let local_mode_answer = op == Operation::PaymentsProcess && status == 503;
             if allowed {
                 assert!(
-                    (200..300).contains(&status),
+                    (200..300).contains(&status) || local_mode_answer,
                     "{caller} {op:?}: expected success, got {status}"
                 );
             } else {
