@@ -326,7 +326,7 @@ impl RateLimiter {
         }
         let (used, source) = self.increment(subject, window).await;
         if let Subject::Company(company) = subject {
-            self.warn_on_threshold(company, used, limit, window);
+            self.warn_on_threshold(company, used, limit, window).await;
         }
         let refused = used > limit;
         Ok(Decision {
@@ -390,8 +390,9 @@ impl RateLimiter {
     }
 
     /// Queues a quota warning when this request is the one that reaches 80% or 100% of
-    /// the hour's quota. Done in the background: the request does not wait for it.
-    fn warn_on_threshold(&self, company: CompanyId, used: u64, limit: u64, window: i64) {
+    /// the hour's quota (two requests an hour pay one more round trip for it). Failing to
+    /// queue it is logged and does not fail the request.
+    async fn warn_on_threshold(&self, company: CompanyId, used: u64, limit: u64, window: i64) {
         let threshold = [80u8, 100]
             .into_iter()
             .find(|p| used == (limit * u64::from(*p)).div_ceil(100));
@@ -404,13 +405,10 @@ impl RateLimiter {
             window_start: window,
             limit,
         };
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            let queued = async { outbox::enqueue_shared(&db.shared().await?, &job).await };
-            if let Err(e) = queued.await {
-                tracing::error!(error = %e, company = %company.0, "could not queue a quota warning");
-            }
-        });
+        let queued = async { outbox::enqueue_shared(&self.db.shared().await?, &job).await };
+        if let Err(e) = queued.await {
+            tracing::error!(error = %e, company = %company.0, "could not queue a quota warning");
+        }
     }
 }
 

@@ -129,7 +129,12 @@ async fn template() -> &'static str {
 }
 
 pub fn test_config(database: &str) -> Config {
-    let vars: HashMap<String, String> = [
+    config_with(database, &[])
+}
+
+/// The test configuration with some variables set otherwise.
+pub fn config_with(database: &str, overrides: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", format!("{}/{database}", pg_base())),
         ("BIND_ADDR", "127.0.0.1:0".into()),
         ("JWT_SECRET", JWT_SECRET.into()),
@@ -145,6 +150,9 @@ pub fn test_config(database: &str) -> Config {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
     Config::from_vars(&vars).expect("test configuration")
 }
 
@@ -264,13 +272,14 @@ pub struct Tenant {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let database = TestDatabase::new().await;
-    let app = Application::build(&database.config)
-        .await
-        .expect("build the application");
-    let address = format!("http://{}", app.local_addr());
-    let state = app.state();
-    tokio::spawn(app.run_until_stopped());
+    spawn_app_with(&[]).await
+}
+
+/// An app whose configuration differs from the tests' usual one by `overrides`.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let mut database = TestDatabase::new().await;
+    database.config = config_with(&database.name, overrides);
+    let (address, state) = serve(&database.config).await;
     TestApp {
         address,
         http: reqwest::Client::builder()
@@ -280,6 +289,17 @@ pub async fn spawn_app() -> TestApp {
         state,
         database,
     }
+}
+
+/// Starts a server process (in this test process) on `config`; answers its base URL.
+pub async fn serve(config: &Config) -> (String, Arc<ApiState>) {
+    let app = Application::build(config)
+        .await
+        .expect("build the application");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    (address, state)
 }
 
 impl TestApp {

@@ -16,6 +16,8 @@ mod openapi;
 mod outbox;
 mod permissions;
 mod provisioning;
+mod rate_limits;
 mod sales;
+mod tiers;
 mod transactions;
 mod users;

@@ -7,25 +7,25 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, problem, spawn_app};
 
-async fn created(resp: reqwest::Response) -> Value {
+pub async fn created(resp: reqwest::Response) -> Value {
     let status = resp.status();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(status, 201, "{body}");
     body
 }
 
-async fn property(app: &TestApp, token: &str, estate: &str, plot: &str, price: &str) -> Value {
+pub async fn property(app: &TestApp, token: &str, estate: &str, plot: &str, price: &str) -> Value {
     let body = json!({"estate_id": estate, "plot_number": plot, "size_sqm": "450", "price": price});
     created(app.post("/api/v1/properties", Some(token), body).await).await
 }
 
-async fn client(app: &TestApp, token: &str, name: &str) -> Value {
+pub async fn client(app: &TestApp, token: &str, name: &str) -> Value {
     let body =
         json!({"full_name": name, "email": format!("{}@buyers.example", Uuid::new_v4().simple())});
     created(app.post("/api/v1/clients", Some(token), body).await).await
 }
 
-fn id(v: &Value) -> &str {
+pub fn id(v: &Value) -> &str {
     v["id"].as_str().unwrap()
 }
 
