@@ -5,17 +5,24 @@
 //! 2. `GET /api/v1/estates` spread over 100 tenants with 20 estates each: requests/s, p50,
 //!    p99, with load from a separate process (wrk).
 //!
+//! 3. the same list with the hourly rate limits on (a Redis count per request) and off,
+//!    alternately, on two servers over the same tenants (on the enterprise tier, whose
+//!    quota the run stays within), to show what the limit check costs per request;
+//! 4. `GET /api/v1/properties` with filters over 10 tenants of 10,000 plots.
+//!
 //! It makes its own database and drops it (and its roles) at the end.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+use estate::api::ApiState;
 use estate::auth::jwt::JwtKeys;
 use estate::config::{Config, Secret};
 use estate::db::Db;
 use estate::db::migrations::migrate_shared;
 use estate::db::provisioning::provision_tenant;
 use estate::db::tenancy::CompanyId;
+use estate::rate_limit::Subject;
 use estate::startup::Application;
 use uuid::Uuid;
 
@@ -63,6 +70,7 @@ async fn main() {
         ("BIND_ADDR", "127.0.0.1:0".into()),
         ("JWT_SECRET", SECRET.into()),
         ("DATABASE_POOL_SIZE", env_or("BENCH_POOL_SIZE", "32")),
+        ("RATE_LIMITS", "off".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -94,6 +102,7 @@ async fn main() {
 }
 
 async fn run(config: &Config) {
+    let duration = env_or("BENCH_DURATION", "15s");
     migrate_shared(config.database_url.expose(), config.tenancy.group_role())
         .await
         .unwrap();
@@ -158,20 +167,70 @@ async fn run(config: &Config) {
     drop(conn);
     settle(&db).await;
 
-    let app = Application::build(config).await.unwrap();
-    let addr = app.local_addr();
-    tokio::spawn(app.run_until_stopped());
-
-    let url = format!("http://{addr}");
+    let url = serve(config).await;
     let estates: Vec<(String, String)> = tokens
         .iter()
         .map(|t| (t.clone(), "/api/v1/estates".to_string()))
         .collect();
     let label =
         format!("GET /api/v1/estates over {TENANTS_SERVED} tenants x {ESTATES_PER_TENANT} estates");
-    run_wrk(&url, &label, &estates).await;
+    run_wrk(&url, &label, &estates, &duration).await;
 
-    // 3. Properties: tenants holding 10,000 plots each, the common filtered listing.
+    // 3. The rate limits' cost: a second server with them on, over the same tenants.
+    let served: Vec<Uuid> = companies.iter().take(TENANTS_SERVED).map(|c| c.0).collect();
+    db.shared()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE companies SET tier = 'enterprise' WHERE id = ANY($1)",
+            &[&served],
+        )
+        .await
+        .unwrap();
+    let mut limited = config.clone();
+    limited.rate_limits = true;
+    let (limited_url, limited_state) = serve_with_state(&limited).await;
+    let pair = env_or("BENCH_LIMITS_DURATION", "8s");
+    for round in 1..=3 {
+        for (url, state) in [(&url, "off"), (&limited_url, "on")] {
+            let label = format!("{label}, rate limits {state} (round {round})");
+            run_wrk(url, &label, &estates, &pair).await;
+        }
+    }
+    // The check alone, without HTTP: one caller at a time, then 64 at once.
+    let limiter = &limited_state.rate_limiter;
+    let subjects: Vec<Subject> = companies
+        .iter()
+        .take(TENANTS_SERVED)
+        .map(|c| Subject::Company(*c))
+        .collect();
+    let rounds = 20_000;
+    let started = Instant::now();
+    for i in 0..rounds {
+        limiter.check(subjects[i % subjects.len()]).await.unwrap();
+    }
+    let sequential = started.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    let started = Instant::now();
+    let workers = (0..64).map(|w| {
+        let state = limited_state.clone();
+        let subjects = subjects.clone();
+        tokio::spawn(async move {
+            for i in 0..rounds / 64 {
+                state
+                    .rate_limiter
+                    .check(subjects[(w * 7 + i) % subjects.len()])
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    futures::future::join_all(workers).await;
+    let concurrent = (rounds / 64 * 64) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "rate-limit check alone (Redis INCR+EXPIRE, burst bucket, cached tier): {sequential:.0} µs per check one at a time, {concurrent:.0} checks/s with 64 at once"
+    );
+
+    // 4. Properties: tenants holding 10,000 plots each, the common filtered listing.
     let conn = db.shared().await.unwrap();
     let mut requests = Vec::new();
     for (company, token) in companies.iter().zip(&tokens).take(PROPERTY_TENANTS) {
@@ -212,12 +271,25 @@ async fn run(config: &Config) {
     let label = format!(
         "GET /api/v1/properties?estate_id=…&status=available&ordering=-price over {PROPERTY_TENANTS} tenants x {PROPERTIES_PER_TENANT} properties"
     );
-    run_wrk(&url, &label, &requests).await;
+    run_wrk(&url, &label, &requests, &duration).await;
+}
+
+/// Starts a server on `config`; answers its base URL.
+async fn serve(config: &Config) -> String {
+    serve_with_state(config).await.0
+}
+
+async fn serve_with_state(config: &Config) -> (String, std::sync::Arc<ApiState>) {
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    (format!("http://{addr}"), state)
 }
 
 /// Loads the server from wrk (a separate process) with `requests` (token, path) in turn,
 /// and prints requests/s, p50 and p99.
-async fn run_wrk(url: &str, label: &str, requests: &[(String, String)]) {
+async fn run_wrk(url: &str, label: &str, requests: &[(String, String)], duration: &str) {
     let script = std::env::temp_dir().join(format!("estate-bench-{}.lua", std::process::id()));
     let list: Vec<String> = requests
         .iter()
@@ -234,7 +306,6 @@ async fn run_wrk(url: &str, label: &str, requests: &[(String, String)]) {
         ),
     )
     .unwrap();
-    let duration = env_or("BENCH_DURATION", "15s");
     let connections = env_or("BENCH_CONNECTIONS", "64");
     let wrk = |d: &str| {
         tokio::process::Command::new("wrk")
@@ -245,7 +316,7 @@ async fn run_wrk(url: &str, label: &str, requests: &[(String, String)]) {
     };
     // Warm up connections and statement caches, then measure.
     let _ = wrk("3s").await;
-    let output = wrk(&duration).await;
+    let output = wrk(duration).await;
     let _ = std::fs::remove_file(&script);
     let output = match output {
         Ok(o) => o,

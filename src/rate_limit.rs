@@ -35,6 +35,8 @@ pub const WINDOW_SECS: i64 = 3600;
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long the process counts on its own before trying Redis again.
 pub const REDIS_RETRY: Duration = Duration::from_secs(5);
+/// Burst buckets kept before full ones are forgotten.
+const MAX_BUCKETS: usize = 50_000;
 /// How long a company's tier is trusted before it is read again (a change made by this
 /// process is seen at once; one made elsewhere within this time).
 const TIER_TTL: Duration = Duration::from_secs(5);
@@ -293,6 +295,11 @@ impl RateLimiter {
         match buckets.get(&subject) {
             Some(b) if b.max_tokens() == (limit / 10).max(10) => Some(b.clone()),
             _ => {
+                // Many callers (addresses) come and go: forget those whose bucket has
+                // refilled, since a fresh bucket is the same as a full one.
+                if buckets.len() >= MAX_BUCKETS {
+                    buckets.retain(|_, b| b.available() < b.max_tokens());
+                }
                 let bucket = fresh(limit)?;
                 buckets.insert(subject, bucket.clone());
                 Some(bucket)

@@ -111,8 +111,14 @@ struct Event<'a> {
     object: &'a Value,
 }
 
-fn parse(body: &[u8]) -> Result<Value, AppError> {
-    serde_json::from_slice(body).map_err(|_| AppError::BadSignature("the body is not JSON".into()))
+/// A body whose signature verified but which is not an event we can read.
+fn not_an_event() -> AppError {
+    let mut errors = crate::error::FieldErrors::default();
+    errors.add(
+        "body",
+        "must be a Stripe event (id, type, created, data.object)",
+    );
+    AppError::Validation(errors)
 }
 
 fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -121,7 +127,7 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 /// Applies a verified event.
 pub async fn handle(db: &Db, billing: &Billing, body: &[u8]) -> Result<Outcome, AppError> {
-    let value = parse(body)?;
+    let value: Value = serde_json::from_slice(body).map_err(|_| not_an_event())?;
     let (Some(id), Some(kind), Some(created), Some(object)) = (
         text(&value, "/id"),
         text(&value, "/type"),
@@ -131,9 +137,7 @@ pub async fn handle(db: &Db, billing: &Billing, body: &[u8]) -> Result<Outcome, 
             .and_then(|t| DateTime::from_timestamp(t, 0)),
         value.pointer("/data/object"),
     ) else {
-        return Err(AppError::BadSignature(
-            "the body is not a Stripe event".into(),
-        ));
+        return Err(not_an_event());
     };
     let event = Event {
         id,

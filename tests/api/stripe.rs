@@ -341,6 +341,11 @@ async fn webhooks_need_a_fresh_signature_by_a_current_secret() {
         .get(0);
     assert_eq!(recorded, 0);
 
+    // A correctly signed body that is not an event is refused too.
+    let junk = "{\"hello\": \"world\"}";
+    let header = format!("t={t0},v1={}", signature(NEW_SECRET, t0, junk));
+    problem(deliver(&app, junk, Some(header)).await, 422).await;
+
     // The old secret still works during a rotation, and one good v1 among several is enough.
     let header = format!(
         "t={t0},v1={},v1={}",
