@@ -266,11 +266,14 @@ impl Operation {
                 rule(Member, Write).needs(BulkOperations)
             }
             Operation::UsersList | Operation::UsersGet => rule(Viewer, Read),
-            Operation::UsersCreate | Operation::UsersToggleStatus => rule(Admin, Write),
+            Operation::UsersCreate => rule(Admin, Write),
+            // Security stays possible while unpaid: locking a user out, changing one's
+            // password, revoking credentials.
+            Operation::UsersToggleStatus => rule(Admin, Write).while_unpaid(),
             // Anyone may change their own name; only admins others' (checked by the domain).
             Operation::UsersUpdate => rule(Viewer, Write),
             // One's own password only (checked by the domain).
-            Operation::UsersChangePassword => rule(Viewer, Write),
+            Operation::UsersChangePassword => rule(Viewer, Write).while_unpaid(),
             Operation::CompaniesList
             | Operation::CompaniesGet
             | Operation::CompaniesCheckApiLimit
@@ -283,13 +286,11 @@ impl Operation {
             | Operation::CompaniesUpgradeSubscription => rule(Owner, Write).while_unpaid(),
             Operation::AuditLogsList => rule(Admin, Read).needs(AuditLogAccess),
             Operation::ApiKeysList => rule(Admin, Read).needs(ApiKeys),
-            Operation::ApiKeysCreate | Operation::ApiKeysRevoke => {
-                rule(Admin, Write).needs(ApiKeys)
-            }
+            Operation::ApiKeysCreate => rule(Admin, Write).needs(ApiKeys),
+            Operation::ApiKeysRevoke => rule(Admin, Write).needs(ApiKeys).while_unpaid(),
             Operation::OAuthClientsList => rule(Admin, Read).needs(OAuthClients),
-            Operation::OAuthClientsCreate | Operation::OAuthClientsRevoke => {
-                rule(Admin, Write).needs(OAuthClients)
-            }
+            Operation::OAuthClientsCreate => rule(Admin, Write).needs(OAuthClients),
+            Operation::OAuthClientsRevoke => rule(Admin, Write).needs(OAuthClients).while_unpaid(),
             Operation::Logout => rule(Viewer, Write).while_unpaid(),
         }
     }

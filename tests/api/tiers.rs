@@ -458,6 +458,15 @@ async fn an_unpaid_company_reads_but_answers_402_to_writes() {
     }
     assert_eq!(app.estate_count(t.company_id).await, 1);
     assert_eq!(app.get("/api/v1/estates", token).await.status(), 200);
+    // Security stays possible: changing one's password.
+    let change = app
+        .post(
+            &format!("/api/v1/users/{}/change_password", t.user_id),
+            Some(token),
+            json!({"current_password": crate::helpers::PASSWORD, "new_password": "another long passphrase"}),
+        )
+        .await;
+    assert_eq!(change.status(), 204);
     assert_eq!(subscription(&app, token).await["status"], "past_due");
 }
 
