@@ -8,6 +8,8 @@
 //! Every job carries its company id (nothing relies on a global current tenant) and an
 //! idempotency key: the same effect is enqueued, and later performed, once.
 
+pub mod mail;
+
 use serde::Serialize;
 use uuid::Uuid;
 
