@@ -85,3 +85,25 @@ ensure_services() {
   ensure_postgres
   ensure_redis
 }
+
+# The SMTP server the tests send mail to: aiosmtpd (from PyPI), writing each message into a
+# maildir the tests read. Reused when one already listens on the port.
+SMTP_TEST_PORT="${SMTP_TEST_PORT:-2525}"
+export TEST_SMTP_URL="smtp://127.0.0.1:$SMTP_TEST_PORT"
+export TEST_MAILDIR="${TEST_MAILDIR:-${TMPDIR:-/tmp}/estate-test-mail}"
+
+ensure_test_smtp() {
+  if port_open "$SMTP_TEST_PORT"; then return; fi
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    log "installing aiosmtpd (the tests' SMTP server) with pip"
+    python3 -m pip install -q --user aiosmtpd 2>/dev/null \
+      || python3 -m pip install -q --user --break-system-packages aiosmtpd
+  fi
+  mkdir -p "$TEST_MAILDIR"/{cur,new,tmp}
+  log "starting the test SMTP server on port $SMTP_TEST_PORT (mail in $TEST_MAILDIR)"
+  nohup python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_TEST_PORT" \
+    -c aiosmtpd.handlers.Mailbox "$TEST_MAILDIR" >"${TMPDIR:-/tmp}/estate-test-smtp.log" 2>&1 &
+  for _ in $(seq 1 50); do port_open "$SMTP_TEST_PORT" && return; sleep 0.2; done
+  log "the test SMTP server did not come up on port $SMTP_TEST_PORT"; exit 1
+}

@@ -59,6 +59,14 @@ pub struct Config {
     /// Webhook signing secrets (`STRIPE_WEBHOOK_SECRET`, comma-separated: two during a
     /// rotation). Empty: the webhook endpoint refuses every event.
     pub stripe_webhook_secrets: Vec<Secret>,
+    /// `SMTP_URL`; unset: e-mails are written as `.eml` files under `mail_dir`.
+    pub smtp_url: Option<Secret>,
+    /// `MAIL_DIR` (default `var/mail`).
+    pub mail_dir: std::path::PathBuf,
+    /// `MAIL_FROM`: the sender of every e-mail.
+    pub mail_from: String,
+    /// `WORKER_CONCURRENCY` (default 8): jobs one worker process runs at once.
+    pub worker_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +244,29 @@ impl Config {
             })
             .unwrap_or_default();
 
+        let smtp_url = match get("SMTP_URL") {
+            None => None,
+            Some(url) if url.starts_with("smtp://") || url.starts_with("smtps://") => {
+                Some(Secret::new(url))
+            }
+            Some(_) => return Err(invalid("SMTP_URL", "expected an smtp:// or smtps:// URL")),
+        };
+        let mail_from = get("MAIL_FROM").unwrap_or("Estate API <no-reply@estate.localhost>");
+        if !estate_jobs::mail::is_mailbox(mail_from) {
+            return Err(invalid(
+                "MAIL_FROM",
+                "expected an address, e.g. Estate <no-reply@example.com>",
+            ));
+        }
+        let worker_concurrency = match get("WORKER_CONCURRENCY") {
+            None => 8,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=256).contains(n))
+                .ok_or_else(|| invalid("WORKER_CONCURRENCY", "expected a number from 1 to 256"))?,
+        };
+
         Ok(Config {
             app_env,
             database_url: Secret::new(database_url),
@@ -249,6 +280,10 @@ impl Config {
             rate_limits,
             stripe,
             stripe_webhook_secrets,
+            smtp_url,
+            mail_dir: get("MAIL_DIR").unwrap_or("var/mail").into(),
+            mail_from: mail_from.to_string(),
+            worker_concurrency,
         })
     }
 }
@@ -312,6 +347,9 @@ mod tests {
             ("DATABASE_POOL_SIZE", "0"),
             ("LOG_FORMAT", "xml"),
             ("RATE_LIMITS", "sometimes"),
+            ("SMTP_URL", "http://mail.example"),
+            ("MAIL_FROM", "not an address"),
+            ("WORKER_CONCURRENCY", "0"),
         ] {
             let e = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(e.variable, name, "{name}={value}");

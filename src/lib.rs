@@ -15,3 +15,4 @@ pub mod rate_limit;
 pub mod startup;
 pub mod telemetry;
 pub mod tenants;
+pub mod worker;

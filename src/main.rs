@@ -38,8 +38,13 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
-    /// Run the background job worker.
+    /// Run the background job worker and the outbox relay (until SIGTERM).
     Worker,
+    /// Operator views of background jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Print the OpenAPI 3 document.
     Openapi,
     /// Operator views of tenants.
@@ -47,6 +52,14 @@ enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs that kept failing, with their last error.
+    Dead,
+    /// Hand a dead job back to the queue.
+    Retry { id: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -108,7 +121,38 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker => {
-            estate_jobs::run_worker()?;
+            estate::worker::run(&config, startup::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs {
+            command: JobsCommand::Dead,
+        } => {
+            let db = Db::connect(&config)?;
+            let dead = estate_jobs::dead::list(&db.shared().await?).await?;
+            println!(
+                "{:<36}  {:<36}  {:<30}  {:>8}  {:<20}  last error",
+                "id", "company", "job", "attempts", "died"
+            );
+            for d in &dead {
+                println!(
+                    "{:<36}  {:<36}  {:<30}  {:>8}  {:<20}  {}",
+                    d.id,
+                    d.company_id,
+                    d.job,
+                    d.attempts,
+                    d.died_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.last_error
+                );
+            }
+            println!("{} dead jobs", dead.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs {
+            command: JobsCommand::Retry { id },
+        } => {
+            let db = Db::connect(&config)?;
+            estate_jobs::dead::retry(&mut db.shared().await?, id).await?;
+            println!("job {id} handed back to the queue");
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenants {

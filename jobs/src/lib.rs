@@ -1,17 +1,47 @@
 //! Background jobs of Estate API (SPEC §6): what each job carries, and the worker.
 //!
 //! A job is written to the outbox in the same transaction as the change that causes it
-//! (see `estate::outbox`); the relay and the apalis worker that run jobs come with the
-//! job-workers issue. Until then `estate worker` says so and exits with an error rather
-//! than pretending to process jobs.
+//! (see `estate::outbox`); the relay (`relay`) hands committed rows to the apalis queue in
+//! Redis, and the worker (`worker`) runs them; `dead` lists and retries jobs that kept
+//! failing.
 //!
 //! Every job carries its company id (nothing relies on a global current tenant) and an
 //! idempotency key: the same effect is enqueued, and later performed, once.
 
+pub mod dead;
 pub mod mail;
+pub mod relay;
+pub mod worker;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// A job as it travels from the outbox through Redis to a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub outbox_id: Uuid,
+    pub company_id: Uuid,
+    /// The job's name ([`Job::NAME`]).
+    pub job: String,
+    pub payload: serde_json::Value,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("queue: {0}")]
+    Queue(String),
+    #[error(transparent)]
+    Mail(#[from] mail::MailError),
+    #[error("payload: {0}")]
+    Payload(String),
+    #[error("{0}")]
+    NotFound(String),
+}
 
 /// A kind of background job.
 pub trait Job: Serialize {
@@ -107,17 +137,6 @@ impl Job for PaymentReceivedEmail {
     fn idempotency_key(&self) -> String {
         format!("{}:{}", Self::NAME, self.payment_id)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the job worker is not built yet; `estate worker` will run jobs once the job-workers issue lands"
-)]
-pub struct WorkerNotBuilt;
-
-/// Runs the job worker. Currently refuses, see the crate documentation.
-pub fn run_worker() -> Result<(), WorkerNotBuilt> {
-    Err(WorkerNotBuilt)
 }
 
 /// "Your subscription payment failed" notice to the company's owners.

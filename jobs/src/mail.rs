@@ -58,6 +58,11 @@ fn subject(job: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether `s` is an address lettre accepts, e.g. `Estate <no-reply@example.com>`.
+pub fn is_mailbox(s: &str) -> bool {
+    s.parse::<Mailbox>().is_ok()
+}
+
 /// An e-mail ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -85,8 +90,14 @@ impl Templates {
         if let Value::Object(map) = &mut context {
             map.insert("subject".into(), subject.into());
         }
-        let text = self.0.get_template(&format!("{job}.txt"))?.render(&context)?;
-        let html = self.0.get_template(&format!("{job}.html"))?.render(&context)?;
+        let text = self
+            .0
+            .get_template(&format!("{job}.txt"))?
+            .render(&context)?;
+        let html = self
+            .0
+            .get_template(&format!("{job}.html"))?
+            .render(&context)?;
         Ok(Rendered {
             subject: subject.into(),
             text,
@@ -163,7 +174,10 @@ mod tests {
     fn every_email_job_renders_both_parts_and_escapes_html() {
         let templates = Templates::load().unwrap();
         let payloads = [
-            ("welcome_email", json!({"email": "a@b.example", "full_name": "<Ada>"})),
+            (
+                "welcome_email",
+                json!({"email": "a@b.example", "full_name": "<Ada>"}),
+            ),
             ("password_changed_email", json!({"email": "a@b.example"})),
             (
                 "allocation_confirmation_email",
@@ -173,7 +187,10 @@ mod tests {
                 "payment_received_email",
                 json!({"client_name": "Bola", "amount": "100.00", "balance": "0.00", "allocation_id": "x"}),
             ),
-            ("quota_warning", json!({"threshold_percent": 80, "limit": 100})),
+            (
+                "quota_warning",
+                json!({"threshold_percent": 80, "limit": 100}),
+            ),
             (
                 "payment_failed_email",
                 json!({"invoice_id": "in_1", "amount_due": "99.00", "currency": "usd"}),
@@ -185,7 +202,10 @@ mod tests {
             assert!(mail.html.contains("<html>"), "{job}");
         }
         let welcome = templates
-            .render("welcome_email", &json!({"email": "a@b.example", "full_name": "<Ada>"}))
+            .render(
+                "welcome_email",
+                &json!({"email": "a@b.example", "full_name": "<Ada>"}),
+            )
             .unwrap();
         assert!(welcome.text.contains("Hello <Ada>,"));
         assert!(welcome.html.contains("Hello &lt;Ada&gt;,"));

@@ -137,6 +137,11 @@ impl Db {
         Ok(TenantTx::new(self.pool.get().await?, tenant, Some(guard)))
     }
 
+    /// The pool itself, for the job worker (which works on the shared schema only).
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self.pool
+    }
+
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }

@@ -53,11 +53,60 @@ fn openapi_prints_the_checked_in_document() {
     );
 }
 
-#[test]
-fn the_worker_says_it_is_not_built_yet_instead_of_pretending() {
-    let out = estate(&["worker"], &[]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+/// `estate worker` runs until SIGTERM, then stops cleanly (exit status 0).
+#[tokio::test]
+async fn the_worker_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDatabase::new().await;
+    let mail_dir = std::env::temp_dir().join(format!("estate-mail-{}", db.name));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_estate"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.config.database_url.expose())
+        .env("REDIS_URL", db.config.redis_url.expose())
+        .env("MAIL_DIR", &mail_dir)
+        .env("LOG_FORMAT", "json")
+        .current_dir(std::env::temp_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the worker");
+    let stderr = child.stderr.take().unwrap();
+    // Read the log to its end (a closed pipe would fail the worker's writes).
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let log = tokio::task::spawn_blocking(move || {
+        let mut started_tx = Some(started_tx);
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("worker started")
+                && let Some(tx) = started_tx.take()
+            {
+                let _ = tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(60), started)
+        .await
+        .expect("the worker starts")
+        .expect("the worker logs that it started");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), status)
+        .await
+        .expect("the worker stops after SIGTERM")
+        .unwrap()
+        .unwrap();
+    let log = log.await.unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("worker stopped"), "{log}");
+    let _ = std::fs::remove_dir_all(mail_dir);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod estates;
 mod fake_stripe;
 mod idempotency;
 mod isolation;
+mod jobs;
 mod migrations;
 mod oauth;
 mod openapi;

@@ -1,0 +1,224 @@
+//! The worker: runs jobs from the apalis queue in Redis, and the outbox relay that feeds
+//! it, until told to stop (SIGTERM), finishing the jobs it holds.
+//!
+//! Each job's effect happens once: its idempotency key is looked up in `job_effects`
+//! before and recorded there right after the effect. A failing job is retried with
+//! exponential backoff; after [`MAX_ATTEMPTS`] it is kept in `dead_jobs` with its last
+//! error (and answered as done to apalis, whose backend would otherwise reschedule it
+//! up to 25 times).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_redis::{Config as RedisConfig, RedisStorage};
+use deadpool_postgres::Pool;
+use serde_json::Value;
+
+use crate::mail::{Mailer, Rendered, Templates};
+use crate::{Envelope, JobError, relay};
+
+/// Attempts before a job is declared dead.
+pub const MAX_ATTEMPTS: usize = 5;
+/// Backoff before the second attempt; doubled for each one after.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+pub struct Settings {
+    pub pool: Pool,
+    pub redis_url: String,
+    /// The Redis queue; one per database, so deployments sharing a Redis stay apart.
+    pub queue: String,
+    pub smtp_url: Option<String>,
+    pub mail_dir: PathBuf,
+    pub mail_from: String,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+}
+
+/// What a job handler needs.
+pub struct Context {
+    pool: Pool,
+    mailer: Mailer,
+    templates: Templates,
+    from: String,
+}
+
+/// The queue's storage, configured for quick pick-up: an idle worker looks again every
+/// heartbeat, so the heartbeat is short; many missed heartbeats before a worker's jobs
+/// are taken back, so a slow job is not run twice.
+pub async fn storage(redis_url: &str, queue: &str) -> Result<RedisStorage<Envelope>, JobError> {
+    let conn = apalis_redis::connect(redis_url)
+        .await
+        .map_err(|e| JobError::Queue(e.to_string()))?;
+    let config = RedisConfig::default()
+        .queue(queue)
+        .heartbeat_interval(Duration::from_millis(200))
+        .missed_heartbeats(150);
+    Ok(RedisStorage::new(conn).with_config(config))
+}
+
+/// Runs the relay and the worker until `stop` resolves.
+pub async fn run(
+    settings: Settings,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), JobError> {
+    let storage = storage(&settings.redis_url, &settings.queue).await?;
+    let context = Arc::new(Context {
+        pool: settings.pool.clone(),
+        mailer: Mailer::new(settings.smtp_url.as_deref(), settings.mail_dir.clone())?,
+        templates: Templates::load()?,
+        from: settings.mail_from.clone(),
+    });
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let relay_stop = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let relay = tokio::spawn(relay::run(
+        settings.pool.clone(),
+        storage.clone(),
+        relay_stop,
+    ));
+    // apalis refuses a worker name seen in the last minutes: one name per process start.
+    let name = format!("estate-worker-{}", uuid::Uuid::new_v4().simple());
+    let worker = WorkerBuilder::new(name)
+        .backend(storage)
+        .data(context)
+        .concurrency(settings.concurrency.max(1))
+        .build(handle);
+    let worker_stop = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        }
+    };
+    tokio::spawn(async move {
+        stop.await;
+        tracing::info!("stopping: finishing the jobs in hand");
+        let _ = stopping.send(true);
+    });
+    tracing::info!(queue = %settings.queue, concurrency = settings.concurrency, "worker started");
+    let outcome = worker.run_until(worker_stop).await;
+    tracing::info!("worker stopped");
+    let _ = relay.await;
+    outcome.map_err(|e| JobError::Queue(e.to_string()))
+}
+
+/// Runs one job. Errors are retried by apalis' retry layer until the last attempt.
+async fn handle(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
+    let attempt_no = attempt.current() + 1;
+    if done(&ctx.pool, &job.idempotency_key).await? {
+        tracing::info!(job = %job.job, key = %job.idempotency_key, "already done; skipped");
+        return Ok(());
+    }
+    match perform(&ctx, &job).await {
+        Ok(()) => {
+            record_done(&ctx.pool, &job).await?;
+            tracing::info!(job = %job.job, company = %job.company_id, attempt = attempt_no, "job done");
+            Ok(())
+        }
+        Err(e) if attempt_no >= MAX_ATTEMPTS => {
+            tracing::error!(job = %job.job, company = %job.company_id, error = %e, "job is dead");
+            bury(&ctx.pool, &job, attempt_no, &e.to_string()).await?;
+            Ok(())
+        }
+        Err(e) => {
+            let wait = FIRST_BACKOFF * 2u32.pow(attempt_no as u32 - 1);
+            tracing::warn!(job = %job.job, company = %job.company_id, error = %e, attempt = attempt_no,
+                retry_in_ms = wait.as_millis() as u64, "job failed; will retry");
+            tokio::time::sleep(wait).await;
+            Err(e)
+        }
+    }
+}
+
+async fn done(pool: &Pool, key: &str) -> Result<bool, JobError> {
+    Ok(pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT 1 FROM job_effects WHERE idempotency_key = $1",
+            &[&key],
+        )
+        .await?
+        .is_some())
+}
+
+async fn record_done(pool: &Pool, job: &Envelope) -> Result<(), JobError> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO job_effects (idempotency_key, job) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&job.idempotency_key, &job.job],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn bury(pool: &Pool, job: &Envelope, attempts: usize, error: &str) -> Result<(), JobError> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO dead_jobs (outbox_id, company_id, job, idempotency_key, attempts, last_error)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (outbox_id) DO UPDATE
+             SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, died_at = now()",
+            &[
+                &job.outbox_id,
+                &job.company_id,
+                &job.job,
+                &job.idempotency_key,
+                &(attempts as i32),
+                &error,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The job's effect.
+async fn perform(ctx: &Context, job: &Envelope) -> Result<(), JobError> {
+    let recipients = recipients(ctx, job).await?;
+    let mail: Rendered = ctx.templates.render(&job.job, &job.payload)?;
+    for (n, to) in recipients.iter().enumerate() {
+        let message_id = format!(
+            "<{}.{n}@estate-api>",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, job.idempotency_key.as_bytes(),)
+        );
+        ctx.mailer.send(&ctx.from, to, &message_id, &mail).await?;
+    }
+    Ok(())
+}
+
+/// Who the job's e-mail goes to: the address it carries, or the company's owners.
+async fn recipients(ctx: &Context, job: &Envelope) -> Result<Vec<String>, JobError> {
+    let carried = |field: &str| {
+        job.payload
+            .get(field)
+            .and_then(Value::as_str)
+            .map(|s| vec![s.to_string()])
+            .ok_or_else(|| JobError::Payload(format!("{} without {field}", job.job)))
+    };
+    match job.job.as_str() {
+        "welcome_email" | "password_changed_email" => carried("email"),
+        "allocation_confirmation_email" | "payment_received_email" => carried("client_email"),
+        "quota_warning" | "payment_failed_email" => {
+            let rows = ctx
+                .pool
+                .get()
+                .await?
+                .query(
+                    "SELECT email FROM users WHERE company_id = $1 AND role = 'owner' AND is_active
+                     ORDER BY created_at",
+                    &[&job.company_id],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        }
+        other => Err(JobError::Payload(format!("no handler for job `{other}`"))),
+    }
+}

@@ -1,0 +1,273 @@
+//! Background jobs against the real Redis and a real SMTP server (aiosmtpd, started by
+//! `scripts/test`): the outbox relay, e-mails, retries, dead jobs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::helpers::{PASSWORD, TestApp, config_with, spawn_app, spawn_app_with};
+use crate::sales::{client, created, id, property};
+
+fn smtp_url() -> String {
+    std::env::var("TEST_SMTP_URL").unwrap_or_else(|_| "smtp://127.0.0.1:2525".into())
+}
+
+fn maildir() -> PathBuf {
+    std::env::var("TEST_MAILDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("estate-test-mail"))
+}
+
+/// Messages the SMTP server received for `address` (it records the envelope recipient
+/// as `X-RcptTo`).
+fn mails_to(address: &str) -> Vec<String> {
+    let header = format!("X-RcptTo: {address}");
+    std::fs::read_dir(maildir().join("new"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .filter(|m| m.lines().any(|l| l == header))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until `address` has `n` messages, and answers them.
+async fn wait_for_mail(address: &str, n: usize) -> Vec<String> {
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mails = mails_to(address);
+            if mails.len() >= n {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| {
+        panic!(
+            "{n} e-mail(s) to {address} within 30 s; got {}",
+            mails_to(address).len()
+        )
+    })
+}
+
+/// A worker (relay and job runner) in this process, on the app's database.
+struct Worker {
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    async fn start(app: &TestApp) -> Worker {
+        let config = config_with(&app.database.name, &[("SMTP_URL", &smtp_url())]);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            estate::worker::run(&config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the worker runs");
+        });
+        Worker {
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.done)
+            .await
+            .expect("the worker stops")
+            .unwrap();
+    }
+}
+
+fn address(who: &str) -> String {
+    format!("{who}-{}@mail.example", Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn committed_changes_send_their_emails_once_with_both_parts() {
+    let app = spawn_app().await;
+    let worker = Worker::start(&app).await;
+    let t = app.register("Mailing Homes").await;
+    let token = t.access_token.as_str();
+
+    let staff = address("staff");
+    created(
+        app.post(
+            "/api/v1/users",
+            Some(token),
+            json!({"email": staff, "full_name": "Tunde Staff", "role": "member", "password": PASSWORD}),
+        )
+        .await,
+    )
+    .await;
+    let estate = app.create_estate(token, json!({"name": "E"})).await;
+    let plot = property(&app, token, id(&estate), "P-9", "2500000").await;
+    let buyer_email = address("buyer");
+    let buyer = created(
+        app.post(
+            "/api/v1/clients",
+            Some(token),
+            json!({"full_name": "Bola Buyer", "email": buyer_email}),
+        )
+        .await,
+    )
+    .await;
+    let allocation = created(
+        app.post(
+            "/api/v1/allocations",
+            Some(token),
+            json!({"property_id": id(&plot), "client_id": id(&buyer), "payment_plan": "installment"}),
+        )
+        .await,
+    )
+    .await;
+    let paid = app
+        .post(
+            &format!("/api/v1/allocations/{}/record_payment", id(&allocation)),
+            Some(token),
+            json!({"amount": "500000.00", "method": "cash"}),
+        )
+        .await;
+    assert_eq!(paid.status(), 200);
+
+    let welcome = wait_for_mail(&staff, 1).await;
+    assert!(welcome[0].contains("Subject: Welcome to Estate API"));
+    assert!(welcome[0].contains("multipart/alternative"));
+    assert!(welcome[0].contains("Content-Type: text/plain"));
+    assert!(welcome[0].contains("Content-Type: text/html"));
+    assert!(welcome[0].contains("Hello Tunde Staff,"));
+    let to_buyer = wait_for_mail(&buyer_email, 2).await;
+    let subjects: Vec<bool> = ["Subject: Your plot allocation", "Subject: Payment received"]
+        .iter()
+        .map(|s| to_buyer.iter().any(|m| m.contains(s)))
+        .collect();
+    assert_eq!(subjects, [true, true]);
+    assert!(
+        to_buyer
+            .iter()
+            .any(|m| m.contains("P-9") && m.contains("2500000.00"))
+    );
+    assert!(
+        to_buyer
+            .iter()
+            .any(|m| m.contains("500000.00") && m.contains("2000000.00"))
+    );
+
+    // Every outbox row was handed off, and each effect is recorded once.
+    let db = app.database.client().await;
+    let pending: i64 = db
+        .query_one("SELECT count(*) FROM outbox WHERE relayed_at IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0);
+    worker.stop().await;
+    assert_eq!(mails_to(&staff).len(), 1);
+    assert_eq!(mails_to(&buyer_email).len(), 2);
+}
+
+#[tokio::test]
+async fn jobs_written_while_redis_is_down_are_delivered_once_it_is_back() {
+    // The API's Redis is unreachable; writes still commit their outbox rows.
+    let app = spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let t = app.register("Offline Homes").await;
+    let mut staff = Vec::new();
+    for n in 0..3 {
+        let email = address(&format!("offline{n}"));
+        created(
+            app.post(
+                "/api/v1/users",
+                Some(&t.access_token),
+                json!({"email": email, "full_name": "Staff", "role": "viewer", "password": PASSWORD}),
+            )
+            .await,
+        )
+        .await;
+        staff.push(email);
+    }
+    // Redis back (the worker uses the real one): every job arrives, once.
+    let worker = Worker::start(&app).await;
+    for email in &staff {
+        assert_eq!(wait_for_mail(email, 1).await.len(), 1);
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_is_kept_dead_with_its_error_and_can_be_retried() {
+    let app = spawn_app().await;
+    let t = app.register("Broken Mail").await;
+    let db = app.database.client().await;
+    let outbox_id = Uuid::now_v7();
+    let key = format!("welcome_email:{}", Uuid::now_v7());
+    db.execute(
+        "INSERT INTO outbox (id, company_id, job, payload, idempotency_key)
+         VALUES ($1, $2, 'welcome_email', $3, $4)",
+        &[
+            &outbox_id,
+            &t.company_id,
+            &json!({"email": "not an address", "full_name": "Nobody"}),
+            &key,
+        ],
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(&app).await;
+    let pool = app.state.db.pool().clone();
+    let dead = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let dead = estate_jobs::dead::list(&pool.get().await.unwrap())
+                .await
+                .unwrap();
+            if !dead.is_empty() {
+                return dead;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the job dies after its attempts");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, outbox_id);
+    assert_eq!(dead[0].attempts, estate_jobs::worker::MAX_ATTEMPTS as i32);
+    assert!(
+        dead[0].last_error.contains("not an address"),
+        "{}",
+        dead[0].last_error
+    );
+
+    // Fixed, and handed back: it runs again and its e-mail goes out once.
+    let fixed = address("fixed");
+    db.execute(
+        "UPDATE outbox SET payload = jsonb_set(payload, '{email}', to_jsonb($2::text)) WHERE id = $1",
+        &[&outbox_id, &fixed],
+    )
+    .await
+    .unwrap();
+    estate_jobs::dead::retry(&mut pool.get().await.unwrap(), outbox_id)
+        .await
+        .unwrap();
+    assert_eq!(wait_for_mail(&fixed, 1).await.len(), 1);
+    assert!(
+        estate_jobs::dead::list(&pool.get().await.unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        estate_jobs::dead::retry(&mut pool.get().await.unwrap(), outbox_id)
+            .await
+            .is_err()
+    );
+    worker.stop().await;
+}
