@@ -11,6 +11,7 @@
 pub mod dead;
 pub mod mail;
 pub mod relay;
+pub mod retention;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 
 use crate::mail::{Mailer, Rendered, Templates};
-use crate::{Envelope, JobError, relay};
+use crate::{Envelope, JobError, relay, retention};
 
 /// Attempts before a job is declared dead.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -82,6 +82,7 @@ pub async fn run(
         storage.clone(),
         relay_stop,
     ));
+    let schedule = tokio::spawn(schedule(settings.pool.clone(), stopped.clone()));
     // apalis refuses a worker name seen in the last minutes: one name per process start.
     let name = format!("estate-worker-{}", uuid::Uuid::new_v4().simple());
     let worker = WorkerBuilder::new(name)
@@ -105,8 +106,29 @@ pub async fn run(
     let outcome = worker.run_until(worker_stop).await;
     tracing::info!("worker stopped");
     let _ = relay.await;
+    schedule.abort();
     outcome.map_err(|e| JobError::Queue(e.to_string()))
 }
+
+/// Writes the daily jobs to the outbox now and every [`SCHEDULE_INTERVAL`]; the
+/// idempotency keys make each once a day however many workers run.
+async fn schedule(pool: Pool, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let queued = async { retention::schedule_today(&pool.get().await?).await };
+        match queued.await {
+            Ok(n) if n > 0 => tracing::info!(jobs = n, "daily audit retention queued"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not queue the daily jobs"),
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(SCHEDULE_INTERVAL) => {}
+        }
+    }
+}
+
+/// How often the daily schedule is checked.
+pub const SCHEDULE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Runs one job. Errors are retried by apalis' retry layer until the last attempt.
 async fn handle(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
@@ -182,6 +204,11 @@ async fn bury(pool: &Pool, job: &Envelope, attempts: usize, error: &str) -> Resu
 
 /// The job's effect.
 async fn perform(ctx: &Context, job: &Envelope) -> Result<(), JobError> {
+    if job.job == retention::JOB {
+        let deleted = retention::prune(&ctx.pool, job.company_id).await?;
+        tracing::info!(company = %job.company_id, deleted, "audit retention");
+        return Ok(());
+    }
     let recipients = recipients(ctx, job).await?;
     let mail: Rendered = ctx.templates.render(&job.job, &job.payload)?;
     for (n, to) in recipients.iter().enumerate() {

@@ -166,7 +166,10 @@ async fn committed_changes_send_their_emails_once_with_both_parts() {
     // Every outbox row was handed off, and each effect is recorded once.
     let db = app.database.client().await;
     let pending: i64 = db
-        .query_one("SELECT count(*) FROM outbox WHERE relayed_at IS NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE relayed_at IS NULL AND job LIKE '%email'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -270,4 +273,104 @@ async fn a_job_that_keeps_failing_is_kept_dead_with_its_error_and_can_be_retried
             .is_err()
     );
     worker.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_exactly_the_entries_older_than_each_tiers_retention() {
+    let app = spawn_app().await;
+    let starter = app.register_on("Short memory", "starter").await; // 30 days
+    let professional = app.register_on("Long memory", "professional").await; // 180 days
+    let db = app.database.client().await;
+    let naming = &app.database.config.tenancy;
+    // (company, age in days, expected to survive)
+    let entries = [
+        (&starter, 31, false),
+        (&starter, 29, true),
+        (&professional, 181, false),
+        (&professional, 179, true),
+        (&professional, 31, true),
+    ];
+    let mut kept = Vec::new();
+    for (tenant, days, survives) in entries {
+        let schema = naming
+            .tenant(estate::db::tenancy::CompanyId(tenant.company_id))
+            .schema
+            .quoted();
+        let id = Uuid::now_v7();
+        db.execute(
+            &format!(
+                "INSERT INTO {schema}.audit_log (id, action, actor_kind, created_at)
+                 VALUES ($1, 'update', 'system', now() - make_interval(days => $2))"
+            ),
+            &[&id, &days],
+        )
+        .await
+        .unwrap();
+        if survives {
+            kept.push(id);
+        }
+    }
+    let count_old = |schema: String| {
+        let db = &db;
+        async move {
+            db.query_one(
+                &format!("SELECT count(*) FROM {schema}.audit_log WHERE action = 'update'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+
+    let worker = Worker::start(&app).await;
+    let keys: Vec<String> = [&starter, &professional]
+        .iter()
+        .map(|t| format!("audit_retention:{}:", t.company_id))
+        .collect();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let done: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM job_effects
+                     WHERE starts_with(idempotency_key, $1) OR starts_with(idempotency_key, $2)",
+                    &[&keys[0], &keys[1]],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if done == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both companies' retention ran");
+    worker.stop().await;
+
+    let schema = |t: &crate::helpers::Tenant| {
+        naming
+            .tenant(estate::db::tenancy::CompanyId(t.company_id))
+            .schema
+            .quoted()
+    };
+    assert_eq!(count_old(schema(&starter)).await, 1);
+    assert_eq!(count_old(schema(&professional)).await, 2);
+    for id in kept {
+        let found: i64 = db
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {}.audit_log WHERE id = $1)
+                          + (SELECT count(*) FROM {}.audit_log WHERE id = $1)",
+                    schema(&starter),
+                    schema(&professional)
+                ),
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 1, "entry {id} is within its retention");
+    }
 }
