@@ -67,6 +67,10 @@ pub struct Config {
     pub mail_from: String,
     /// `WORKER_CONCURRENCY` (default 8): jobs one worker process runs at once.
     pub worker_concurrency: usize,
+    /// `WORKER_ORPHAN_SECS` (default 30): how long a worker may be silent before its jobs
+    /// run elsewhere. Longer than any pause of a live worker; a killed worker's jobs wait
+    /// this long.
+    pub worker_orphan_after: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +271,15 @@ impl Config {
                 .ok_or_else(|| invalid("WORKER_CONCURRENCY", "expected a number from 1 to 256"))?,
         };
 
+        let worker_orphan_secs = match get("WORKER_ORPHAN_SECS") {
+            None => 30,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=3600).contains(n))
+                .ok_or_else(|| invalid("WORKER_ORPHAN_SECS", "expected seconds from 1 to 3600"))?,
+        };
+
         Ok(Config {
             app_env,
             database_url: Secret::new(database_url),
@@ -284,6 +297,7 @@ impl Config {
             mail_dir: get("MAIL_DIR").unwrap_or("var/mail").into(),
             mail_from: mail_from.to_string(),
             worker_concurrency,
+            worker_orphan_after: std::time::Duration::from_secs(worker_orphan_secs),
         })
     }
 }

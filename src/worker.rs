@@ -21,6 +21,7 @@ pub fn settings(config: &Config, db: &Db) -> Settings {
         mail_dir: config.mail_dir.clone(),
         mail_from: config.mail_from.clone(),
         concurrency: config.worker_concurrency,
+        orphan_after: config.worker_orphan_after,
     }
 }
 

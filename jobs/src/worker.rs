@@ -34,6 +34,9 @@ pub struct Settings {
     pub mail_from: String,
     /// Jobs run at once by this process.
     pub concurrency: usize,
+    /// How long a worker may miss its heartbeats before its jobs are handed to others
+    /// (a killed worker's jobs run again after this).
+    pub orphan_after: Duration,
 }
 
 /// What a job handler needs.
@@ -47,23 +50,30 @@ pub struct Context {
 /// The queue's storage, configured for quick pick-up: an idle worker looks again every
 /// heartbeat, so the heartbeat is short; many missed heartbeats before a worker's jobs
 /// are taken back, so a slow job is not run twice.
-pub async fn storage(redis_url: &str, queue: &str) -> Result<RedisStorage<Envelope>, JobError> {
+pub async fn storage(
+    redis_url: &str,
+    queue: &str,
+    orphan_after: Duration,
+) -> Result<RedisStorage<Envelope>, JobError> {
     let conn = apalis_redis::connect(redis_url)
         .await
         .map_err(|e| JobError::Queue(e.to_string()))?;
     let config = RedisConfig::default()
         .queue(queue)
-        .heartbeat_interval(Duration::from_millis(200))
-        .missed_heartbeats(150);
+        .heartbeat_interval(HEARTBEAT)
+        .missed_heartbeats((orphan_after.as_millis() / HEARTBEAT.as_millis()).max(5) as usize);
     Ok(RedisStorage::new(conn).with_config(config))
 }
+
+/// How often an idle worker looks for jobs and tells Redis it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// Runs the relay and the worker until `stop` resolves.
 pub async fn run(
     settings: Settings,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), JobError> {
-    let storage = storage(&settings.redis_url, &settings.queue).await?;
+    let storage = storage(&settings.redis_url, &settings.queue, settings.orphan_after).await?;
     let context = Arc::new(Context {
         pool: settings.pool.clone(),
         mailer: Mailer::new(settings.smtp_url.as_deref(), settings.mail_dir.clone())?,

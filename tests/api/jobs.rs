@@ -374,3 +374,152 @@ async fn retention_deletes_exactly_the_entries_older_than_each_tiers_retention()
         assert_eq!(found, 1, "entry {id} is within its retention");
     }
 }
+
+/// A proxy to the test SMTP server that, on its first connection, forwards the client's
+/// commands up to `DATA` and then nothing more: the worker is left in the middle of
+/// sending, and the server never receives the message. Later connections pass through.
+struct StallingSmtp {
+    url: String,
+    stalled: oneshot::Receiver<()>,
+}
+
+impl StallingSmtp {
+    async fn start() -> StallingSmtp {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = smtp_url().trim_start_matches("smtp://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let (stalled_tx, stalled) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut stalled_tx = Some(stalled_tx);
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let stall = stalled_tx.take();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut seen = Vec::new();
+                    loop {
+                        let n = match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        if let Some(tx) = &stall
+                            && let Some(at) = find(&seen, b"DATA\r\n")
+                        {
+                            // Forward up to DATA, then hold everything else.
+                            let already = seen.len() - n;
+                            let upto = at + 6 - already.min(at + 6);
+                            let _ = server_write.write_all(&buf[..upto.min(n)]).await;
+                            let _ = tx;
+                            break;
+                        }
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Some(tx) = stall {
+                        let _ = tx.send(());
+                        // Hold the connection until the client goes away.
+                        while let Ok(n) = client_read.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    drop(server_write);
+                    down.abort();
+                });
+            }
+        });
+        StallingSmtp { url, stalled }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_worker_killed_in_the_middle_of_a_job_leaves_it_to_another_and_one_email_arrives() {
+    let app = spawn_app().await;
+    let t = app.register("Interrupted").await;
+    let smtp = StallingSmtp::start().await;
+    let recipient = address("interrupted");
+    let config = &app.database.config;
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_estate"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", config.database_url.expose())
+        .env("REDIS_URL", config.redis_url.expose())
+        .env("SMTP_URL", &smtp.url)
+        .env("WORKER_ORPHAN_SECS", "2")
+        .current_dir(std::env::temp_dir())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker process");
+    created(
+        app.post(
+            "/api/v1/users",
+            Some(&t.access_token),
+            json!({"email": recipient, "full_name": "Again", "role": "viewer", "password": PASSWORD}),
+        )
+        .await,
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(60), smtp.stalled)
+        .await
+        .expect("the worker is in the middle of sending")
+        .unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    first.wait().unwrap();
+    assert!(
+        mails_to(&recipient).is_empty(),
+        "the interrupted e-mail never completed"
+    );
+
+    // Another worker takes the job over once the first one's heartbeats stop.
+    let config = config_with(
+        &app.database.name,
+        &[("SMTP_URL", &smtp_url()), ("WORKER_ORPHAN_SECS", "2")],
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let second = tokio::spawn(async move {
+        estate::worker::run(&config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(wait_for_mail(&recipient, 1).await.len(), 1);
+    let key_done: i64 = app
+        .database
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM job_effects WHERE job = 'welcome_email'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(key_done, 1);
+    let _ = stop.send(());
+    second.await.unwrap();
+    assert_eq!(mails_to(&recipient).len(), 1, "exactly one e-mail");
+}
