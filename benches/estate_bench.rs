@@ -272,6 +272,109 @@ async fn run(config: &Config) {
         "GET /api/v1/properties?estate_id=…&status=available&ordering=-price over {PROPERTY_TENANTS} tenants x {PROPERTIES_PER_TENANT} properties"
     );
     run_wrk(&url, &label, &requests, &duration).await;
+
+    // 5. Jobs: outbox-to-delivery latency, and e-mails per second into the local SMTP
+    //    server with two workers.
+    jobs(config, &db, companies[0]).await;
+}
+
+/// Two workers (in this process, each with its own pool and Redis connection) on the
+/// benchmark's database, sending to `TEST_SMTP_URL` (aiosmtpd, started by scripts/bench).
+async fn jobs(config: &Config, db: &Db, company: CompanyId) {
+    let Ok(smtp) = std::env::var("TEST_SMTP_URL") else {
+        println!("jobs: TEST_SMTP_URL is not set (run through scripts/bench)");
+        return;
+    };
+    let mut config = config.clone();
+    config.smtp_url = Some(Secret::new(smtp));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let config = config.clone();
+        let mut stopped = stopped.clone();
+        workers.push(tokio::spawn(async move {
+            estate::worker::run(&config, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+            .unwrap();
+        }));
+    }
+    let conn = db.shared().await.unwrap();
+    let enqueue = |run: &'static str, first: i32, n: i32| {
+        let conn = &conn;
+        async move {
+            conn.execute(
+                "INSERT INTO outbox (id, company_id, job, payload, idempotency_key)
+                 SELECT gen_random_uuid(), $1, 'welcome_email',
+                        jsonb_build_object('email', 'bench-' || $2 || '-' || g || '@mail.example',
+                                           'full_name', 'Bench ' || g),
+                        'bench:' || $2 || ':' || g
+                 FROM generate_series($3::int, $3::int + $4::int - 1) AS g",
+                &[&company.0, &run, &first, &n],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let wait_done = |run: &'static str, n: i64| {
+        let conn = &conn;
+        async move {
+            loop {
+                let done: i64 = conn
+                    .query_one(
+                        "SELECT count(*) FROM job_effects WHERE starts_with(idempotency_key, $1)",
+                        &[&format!("bench:{run}:")],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if done >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Latency at a steady trickle: one job every 20 ms for 10 s.
+    let trickle = 500;
+    for i in 0..trickle {
+        enqueue("trickle", i as i32, 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    wait_done("trickle", trickle).await;
+    let rows = conn
+        .query(
+            "SELECT extract(epoch FROM e.done_at - o.created_at)::float8 * 1000
+             FROM outbox o JOIN job_effects e ON e.idempotency_key = o.idempotency_key
+             WHERE starts_with(o.idempotency_key, 'bench:trickle:')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut latencies: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "jobs: outbox-to-delivery latency over {} e-mails at 50/s, two workers: p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    // Throughput: a burst of e-mails at once.
+    let burst = 2000;
+    let started = Instant::now();
+    enqueue("burst", 0, burst as i32).await;
+    wait_done("burst", burst).await;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "jobs: {burst} e-mails into the local SMTP server with two workers (concurrency {} each): {:.0} e-mails/s",
+        config.worker_concurrency,
+        burst as f64 / secs
+    );
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
 }
 
 /// Starts a server on `config`; answers its base URL.
