@@ -87,6 +87,7 @@ impl Application {
                 jwt,
                 redis,
                 rate_limiter,
+                metrics: crate::metrics::Metrics::new(),
                 billing,
                 stripe_webhook_secrets: config.stripe_webhook_secrets.clone(),
             }),

@@ -134,3 +134,26 @@ pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem:
     }
     Ok(response)
 }
+
+/// Counts each request and its latency by route, method and status for `/metrics`.
+pub async fn observe<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let state = req.data::<Arc<super::ApiState>>().cloned();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let response = match ep.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => super::problem::into_problem(e).await,
+    };
+    if let Some(state) = state
+        && path != "/metrics"
+    {
+        state.metrics.observe_request(
+            &method,
+            &path,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    Ok(response)
+}

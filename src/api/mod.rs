@@ -42,6 +42,7 @@ pub struct ApiState {
     pub redis: redis::Client,
     pub billing: Billing,
     pub rate_limiter: crate::rate_limit::RateLimiter,
+    pub metrics: crate::metrics::Metrics,
     /// Webhook signing secrets (two during a rotation).
     pub stripe_webhook_secrets: Vec<crate::config::Secret>,
 }
@@ -128,6 +129,15 @@ pub fn openapi_json() -> String {
     openapi_service().spec()
 }
 
+/// `GET /metrics`: Prometheus text format. Unauthenticated, like `/health`: expose it to
+/// the scraper only (a load balancer rule or a private port).
+#[poem::handler]
+async fn metrics(state: poem::web::Data<&Arc<ApiState>>) -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(&state.db).await)
+}
+
 pub fn routes(state: Arc<ApiState>) -> impl Endpoint {
     let api = openapi_service();
     let spec = api.spec_endpoint();
@@ -136,7 +146,9 @@ pub fn routes(state: Arc<ApiState>) -> impl Endpoint {
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at("/metrics", poem::get(metrics))
         .around(rate_limit::rate_limit)
+        .around(middleware::observe)
         .data(state)
         .catch_all_error(problem::into_problem)
         .around(middleware::request_context)

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::helpers::{PASSWORD, TestApp, config_with, spawn_app, spawn_app_with};
-use crate::sales::{client, created, id, property};
+use crate::sales::{created, id, property};
 
 fn smtp_url() -> String {
     std::env::var("TEST_SMTP_URL").unwrap_or_else(|_| "smtp://127.0.0.1:2525".into())

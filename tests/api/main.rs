@@ -12,6 +12,7 @@ mod fake_stripe;
 mod idempotency;
 mod isolation;
 mod jobs;
+mod metrics;
 mod migrations;
 mod oauth;
 mod openapi;
