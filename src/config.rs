@@ -65,6 +65,8 @@ pub struct Config {
     pub mail_dir: std::path::PathBuf,
     /// `MAIL_FROM`: the sender of every e-mail.
     pub mail_from: String,
+    /// `SENTRY_DSN`; unset: Sentry off.
+    pub sentry_dsn: Option<Secret>,
     /// `WORKER_CONCURRENCY` (default 8): jobs one worker process runs at once.
     pub worker_concurrency: usize,
     /// `WORKER_ORPHAN_SECS` (default 30): how long a worker may be silent before its jobs
@@ -271,6 +273,11 @@ impl Config {
                 .ok_or_else(|| invalid("WORKER_CONCURRENCY", "expected a number from 1 to 256"))?,
         };
 
+        let sentry_dsn = match get("SENTRY_DSN") {
+            None => None,
+            Some(dsn) if dsn.parse::<sentry::types::Dsn>().is_ok() => Some(Secret::new(dsn)),
+            Some(_) => return Err(invalid("SENTRY_DSN", "not a Sentry DSN")),
+        };
         let worker_orphan_secs = match get("WORKER_ORPHAN_SECS") {
             None => 30,
             Some(v) => v
@@ -297,6 +304,7 @@ impl Config {
             mail_dir: get("MAIL_DIR").unwrap_or("var/mail").into(),
             mail_from: mail_from.to_string(),
             worker_concurrency,
+            sentry_dsn,
             worker_orphan_after: std::time::Duration::from_secs(worker_orphan_secs),
         })
     }
@@ -364,6 +372,7 @@ mod tests {
             ("SMTP_URL", "http://mail.example"),
             ("MAIL_FROM", "not an address"),
             ("WORKER_CONCURRENCY", "0"),
+            ("SENTRY_DSN", "not a dsn"),
         ] {
             let e = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(e.variable, name, "{name}={value}");

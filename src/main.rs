@@ -74,6 +74,9 @@ enum TenantsCommand {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every client (Stripe, SMTP, Sentry), chosen before any
+    // of them starts: ring, which the others already use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
         println!("{}", api::openapi_json());
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    let _sentry = telemetry::init_sentry(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

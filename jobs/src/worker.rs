@@ -142,6 +142,17 @@ pub const SCHEDULE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Runs one job. Errors are retried by apalis' retry layer until the last attempt.
 async fn handle(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
+    use sentry::SentryFutureExt;
+    // Errors reported from this job name its tenant and job.
+    let hub = Arc::new(sentry::Hub::new_from_top(sentry::Hub::main()));
+    hub.configure_scope(|scope| {
+        scope.set_tag("tenant", job.company_id);
+        scope.set_tag("job", &job.job);
+    });
+    run_job(job, ctx, attempt).bind_hub(hub).await
+}
+
+async fn run_job(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
     let attempt_no = attempt.current() + 1;
     if done(&ctx.pool, &job.idempotency_key).await? {
         tracing::info!(job = %job.job, key = %job.idempotency_key, "already done; skipped");

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
+use sentry::SentryFutureExt;
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
@@ -93,9 +94,14 @@ pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem:
     );
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let started = Instant::now();
+    let hub = crate::telemetry::work_hub();
+    hub.configure_scope(|scope| {
+        scope.set_tag("request_id", &request_id);
+        scope.set_tag("route", crate::metrics::route_of(&path));
+    });
     let mut response = match limit_body(&mut req) {
         Some(refused) => refused,
-        None => match ep.call(req).instrument(span.clone()).await {
+        None => match ep.call(req).instrument(span.clone()).bind_hub(hub).await {
             Ok(output) => output.into_response(),
             Err(err) => err.into_response(),
         },

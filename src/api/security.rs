@@ -68,6 +68,7 @@ fn traced(principal: Principal) -> Principal {
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(principal.company));
     span.record("user", tracing::field::display(principal.user_id));
+    crate::telemetry::tag_tenant(principal.company.0, Some(principal.user_id));
     principal
 }
 

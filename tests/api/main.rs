@@ -21,6 +21,7 @@ mod permissions;
 mod provisioning;
 mod rate_limits;
 mod sales;
+mod sentry;
 mod stripe;
 mod tiers;
 mod transactions;
