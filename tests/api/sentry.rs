@@ -47,7 +47,7 @@ async fn event_where(
     matches: impl Fn(&sentry::protocol::Event<'static>) -> bool,
 ) -> sentry::protocol::Event<'static> {
     let transport = transport();
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
+    let found = tokio::time::timeout(Duration::from_secs(90), async {
         loop {
             {
                 let mut events = EVENTS.lock().unwrap();
