@@ -16,12 +16,9 @@ const BUCKETS: [f64; 12] = [
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The API's routes (from its OpenAPI document): a path that is none of them counts as
+    /// `unmatched`, so scanners cannot make one series per path they try.
+    routes: std::collections::HashSet<String>,
 }
 
 /// A path with its ids replaced by `{id}`, so that a route is one series, not one per
@@ -40,21 +37,36 @@ pub fn route_of(path: &str) -> String {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `routes`: every route template the server answers (`/api/v1/estates/{id}`…).
+    pub fn new(routes: impl IntoIterator<Item = String>) -> Self {
         let builder = PrometheusBuilder::new();
         let builder = match builder.set_buckets(&BUCKETS) {
             Ok(b) => b,
             Err(_) => PrometheusBuilder::new(),
         };
+        let routes = routes.into_iter().collect();
         Metrics {
             recorder: builder.build_recorder(),
+            routes,
+        }
+    }
+
+    /// The route label of a request path.
+    fn route(&self, path: &str) -> String {
+        let route = route_of(path);
+        if self.routes.contains(&route) {
+            route
+        } else if path.starts_with("/docs") {
+            "/docs".into()
+        } else {
+            "unmatched".into()
         }
     }
 
     pub fn observe_request(&self, method: &str, path: &str, status: u16, seconds: f64) {
         let labels = [
             ("method", method.to_string()),
-            ("route", route_of(path)),
+            ("route", self.route(path)),
             ("status", status.to_string()),
         ];
         with_local_recorder(&self.recorder, || {
@@ -111,5 +123,21 @@ mod tests {
             "/api/v1/estates/{id}/statistics"
         );
         assert_eq!(route_of("/api/v1/estates"), "/api/v1/estates");
+    }
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        let metrics = Metrics::new([
+            "/api/v1/estates".to_string(),
+            "/api/v1/allocations/{id}/payment_history".to_string(),
+        ]);
+        assert_eq!(metrics.route("/api/v1/estates"), "/api/v1/estates");
+        assert_eq!(
+            metrics
+                .route("/api/v1/allocations/0191e6a4-3c2f-7d1a-9b1e-2f3a4b5c6d7e/payment_history"),
+            "/api/v1/allocations/{id}/payment_history"
+        );
+        assert_eq!(metrics.route("/wp-admin/setup.php"), "unmatched");
+        assert_eq!(metrics.route("/api/v1/nope/123"), "unmatched");
     }
 }

@@ -87,7 +87,7 @@ impl Application {
                 jwt,
                 redis,
                 rate_limiter,
-                metrics: crate::metrics::Metrics::new(),
+                metrics: crate::metrics::Metrics::new(api::route_templates()),
                 billing,
                 stripe_webhook_secrets: config.stripe_webhook_secrets.clone(),
             }),

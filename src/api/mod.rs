@@ -129,6 +129,17 @@ pub fn openapi_json() -> String {
     openapi_service().spec()
 }
 
+/// Every route template the server answers, for the metrics' route labels.
+pub fn route_templates() -> Vec<String> {
+    let spec: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap_or_default();
+    let mut routes: Vec<String> = spec["paths"]
+        .as_object()
+        .map(|paths| paths.keys().cloned().collect())
+        .unwrap_or_default();
+    routes.extend(["/openapi.json", "/metrics"].map(String::from));
+    routes
+}
+
 /// `GET /metrics`: Prometheus text format. Unauthenticated, like `/health`: expose it to
 /// the scraper only (a load balancer rule or a private port).
 #[poem::handler]
