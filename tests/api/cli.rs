@@ -1,4 +1,5 @@
-//! The `estate` command itself: configuration errors, `openapi`, `worker`, `tenants list`.
+//! The `estate` command itself: configuration errors, `openapi`, `worker`, `jobs`,
+//! `tenants list`.
 
 use std::process::{Command, Output};
 
@@ -158,4 +159,54 @@ async fn migrate_builds_an_empty_database_and_is_idempotent() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("0 total"));
     }
+}
+
+/// `estate jobs dead` lists dead jobs with their error; `estate jobs retry ID` hands one
+/// back (its outbox row becomes unrelayed) and refuses an unknown id.
+#[tokio::test]
+async fn jobs_dead_and_retry_from_the_command_line() {
+    let app = spawn_app().await;
+    let t = app.register("Dead letters").await;
+    let db = app.database.client().await;
+    let id = uuid::Uuid::now_v7();
+    db.execute(
+        "INSERT INTO outbox (id, company_id, job, payload, idempotency_key, relayed_at)
+         VALUES ($1, $2, 'welcome_email', '{}', 'welcome_email:cli', now())",
+        &[&id, &t.company_id],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO dead_jobs (outbox_id, company_id, job, idempotency_key, attempts, last_error)
+         VALUES ($1, $2, 'welcome_email', 'welcome_email:cli', 5, 'SMTP: connection refused')",
+        &[&id, &t.company_id],
+    )
+    .await
+    .unwrap();
+    let url = app.database.config.database_url.expose().to_string();
+    let env = [("DATABASE_URL", url.as_str())];
+    let listed = estate(&["jobs", "dead"], &env);
+    assert!(listed.status.success());
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        out.contains(&id.to_string()) && out.contains("SMTP: connection refused"),
+        "{out}"
+    );
+    assert!(out.contains("1 dead jobs"), "{out}");
+
+    let retried = estate(&["jobs", "retry", &id.to_string()], &env);
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    let relayed: Option<chrono::DateTime<chrono::Utc>> = db
+        .query_one("SELECT relayed_at FROM outbox WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(relayed.is_none(), "handed back to the relay");
+    let again = estate(&["jobs", "retry", &id.to_string()], &env);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no dead job"));
 }
