@@ -74,7 +74,6 @@ pub struct Decision {
     pub limit: u64,
     /// Requests this hour, this one included (when it was counted).
     pub used: u64,
-    pub remaining: u64,
     /// Seconds until the hour's window resets.
     pub reset_secs: u64,
     /// Set when the request is refused: seconds to wait.
@@ -85,6 +84,10 @@ pub struct Decision {
 impl Decision {
     pub fn allowed(&self) -> bool {
         self.retry_after.is_none()
+    }
+
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
     }
 }
 
@@ -200,6 +203,11 @@ impl Redis {
     }
 }
 
+/// Requests a caller may make at once: a tenth of the hour's quota, at least 10.
+fn burst(limit: u64) -> u64 {
+    (limit / 10).max(10)
+}
+
 fn window_start(now: i64) -> i64 {
     now - now.rem_euclid(WINDOW_SECS)
 }
@@ -278,12 +286,12 @@ impl RateLimiter {
         })
     }
 
-    /// The in-process burst bucket: a tenth of the hour's quota (at least 10) at once,
-    /// refilled at four times the hour's average rate.
+    /// The in-process burst bucket: [`burst`] at once, refilled at four times the hour's
+    /// average rate.
     fn bucket(&self, subject: Subject, limit: u64) -> Option<Arc<Ratelimiter>> {
         let mut buckets = self.buckets.lock().ok()?;
+        let burst = burst(limit);
         let fresh = |limit: u64| {
-            let burst = (limit / 10).max(10);
             Ratelimiter::builder(limit * 4)
                 .period(Duration::from_secs(WINDOW_SECS as u64))
                 .max_tokens(burst)
@@ -293,7 +301,7 @@ impl RateLimiter {
                 .map(Arc::new)
         };
         match buckets.get(&subject) {
-            Some(b) if b.max_tokens() == (limit / 10).max(10) => Some(b.clone()),
+            Some(b) if b.max_tokens() == burst => Some(b.clone()),
             _ => {
                 // Many callers (addresses) come and go: forget those whose bucket has
                 // refilled, since a fresh bucket is the same as a full one.
@@ -320,15 +328,14 @@ impl RateLimiter {
         if let Some(bucket) = self.bucket(subject, limit)
             && let Err(ratelimit::TryWaitError::Insufficient(wait)) = bucket.try_wait()
         {
-            let used = self.peek(subject, window).await;
+            let (used, source) = self.peek(subject, window).await;
             return Ok(Decision {
                 policy,
                 limit,
-                used: used.0,
-                remaining: limit.saturating_sub(used.0),
+                used,
                 reset_secs,
                 retry_after: Some(wait.as_secs().max(1)),
-                source: used.1,
+                source,
             });
         }
         let (used, source) = self.increment(subject, window).await;
@@ -340,7 +347,6 @@ impl RateLimiter {
             policy,
             limit,
             used,
-            remaining: limit.saturating_sub(used),
             reset_secs,
             retry_after: refused.then_some(reset_secs.max(1)),
             source,
@@ -357,7 +363,6 @@ impl RateLimiter {
             policy,
             limit,
             used,
-            remaining: limit.saturating_sub(used),
             reset_secs: (window + WINDOW_SECS - now) as u64,
             retry_after: None,
             source,

@@ -161,7 +161,7 @@ impl CompaniesApi {
             tier: d.policy.into(),
             limit: d.limit,
             used: d.used,
-            remaining: d.remaining,
+            remaining: d.remaining(),
             reset: d.reset_secs,
             resets_at: Utc::now() + chrono::Duration::seconds(d.reset_secs as i64),
             enforced: state.rate_limiter.enabled(),

@@ -77,10 +77,10 @@ pub fn quota_headers(response: &mut Response, d: &Decision) {
     set(
         response,
         "ratelimit",
-        format!("\"{}\";r={};t={}", d.policy, d.remaining, d.reset_secs),
+        format!("\"{}\";r={};t={}", d.policy, d.remaining(), d.reset_secs),
     );
     set(response, "x-ratelimit-limit", d.limit.to_string());
-    set(response, "x-ratelimit-remaining", d.remaining.to_string());
+    set(response, "x-ratelimit-remaining", d.remaining().to_string());
     set(response, "x-ratelimit-reset", d.reset_secs.to_string());
 }
 
