@@ -70,25 +70,40 @@ fn tier(raw: &str) -> Result<Tier, AppError> {
     Tier::parse(raw).ok_or_else(|| AppError::Internal(format!("unknown tier `{raw}`")))
 }
 
+/// The subscription columns, in the order every query here selects them.
+pub const SUBSCRIPTION_COLUMNS: &str =
+    "tier, subscription_status, current_period_end, cancel_at_period_end, pending_tier";
+
+impl Subscription {
+    /// Reads [`SUBSCRIPTION_COLUMNS`] from `row`, starting at column `first`.
+    pub fn from_row(row: &tokio_postgres::Row, first: usize) -> Result<Self, AppError> {
+        Ok(Subscription {
+            tier: tier(row.get(first))?,
+            status: row.get(first + 1),
+            current_period_end: row.get(first + 2),
+            cancel_at_period_end: row.get(first + 3),
+            pending_tier: row
+                .get::<_, Option<&str>>(first + 4)
+                .map(tier)
+                .transpose()?,
+        })
+    }
+}
+
 async fn lock(client: &impl GenericClient, company: CompanyId) -> Result<Locked, AppError> {
     let row = client
         .query_opt(
-            "SELECT tier, subscription_status, current_period_end, cancel_at_period_end,
-                    pending_tier, name, stripe_customer_id, stripe_subscription_id,
-                    stripe_subscription_item_id
-             FROM companies WHERE id = $1 FOR UPDATE",
+            &format!(
+                "SELECT {SUBSCRIPTION_COLUMNS}, name, stripe_customer_id, stripe_subscription_id,
+                        stripe_subscription_item_id
+                 FROM companies WHERE id = $1 FOR UPDATE"
+            ),
             &[&company.0],
         )
         .await?
         .ok_or(AppError::NotFound("company"))?;
     Ok(Locked {
-        subscription: Subscription {
-            tier: tier(row.get(0))?,
-            status: row.get(1),
-            current_period_end: row.get(2),
-            cancel_at_period_end: row.get(3),
-            pending_tier: row.get::<_, Option<&str>>(4).map(tier).transpose()?,
-        },
+        subscription: Subscription::from_row(&row, 0)?,
         name: row.get(5),
         stripe_customer: row.get(6),
         stripe_subscription: row.get(7),

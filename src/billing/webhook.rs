@@ -17,7 +17,9 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::plans::Tier;
-use super::subscriptions::{Billing, HistoryLine, Subscription, audit_change, record_history};
+use super::subscriptions::{
+    Billing, HistoryLine, SUBSCRIPTION_COLUMNS, Subscription, audit_change, record_history,
+};
 use crate::audit::{AuditAction, AuditEntry, RequestOrigin};
 use crate::auth::{Machine, Principal, Role};
 use crate::config::Secret;
@@ -182,13 +184,14 @@ async fn subscription_event(
     let tx = conn.transaction().await?;
     let row = tx
         .query_opt(
-            "SELECT id, tier, subscription_status, current_period_end, cancel_at_period_end,
-                    pending_tier, stripe_state_at
-             FROM companies
-             WHERE stripe_subscription_id = $1 OR stripe_customer_id = $2 OR id = $3
-             ORDER BY (stripe_subscription_id = $1) DESC NULLS LAST
-             LIMIT 1
-             FOR UPDATE",
+            &format!(
+                "SELECT id, {SUBSCRIPTION_COLUMNS}, stripe_state_at
+                 FROM companies
+                 WHERE stripe_subscription_id = $1 OR stripe_customer_id = $2 OR id = $3
+                 ORDER BY (stripe_subscription_id = $1) DESC NULLS LAST
+                 LIMIT 1
+                 FOR UPDATE"
+            ),
             &[&subscription_id, &customer, &metadata_company],
         )
         .await?;
@@ -204,14 +207,7 @@ async fn subscription_event(
         return Ok(Outcome::Replayed);
     }
     let company = CompanyId(row.get(0));
-    let tier_of = |raw: &str| Tier::parse(raw).ok_or_else(|| AppError::Internal("tier".into()));
-    let before = Subscription {
-        tier: tier_of(row.get(1))?,
-        status: row.get(2),
-        current_period_end: row.get(3),
-        cancel_at_period_end: row.get(4),
-        pending_tier: row.get::<_, Option<&str>>(5).map(tier_of).transpose()?,
-    };
+    let before = Subscription::from_row(&row, 1)?;
     let state_at: Option<DateTime<Utc>> = row.get(6);
     let stale = state_at.is_some_and(|t| event.created < t);
     let mut after = before.clone();
