@@ -53,11 +53,13 @@ pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
     Some(sentry::init((dsn.expose(), options)))
 }
 
-/// A hub for one unit of work (a request, a job), with the process's client. Made from
-/// the main hub, not the thread's: a thread's hub keeps the client it saw when the thread
-/// first used one.
-pub fn work_hub() -> Arc<sentry::Hub> {
-    Arc::new(sentry::Hub::new_from_top(sentry::Hub::main()))
+/// A hub for one unit of work (a request, a job), with the process's client; `None`
+/// while Sentry is off, so requests pay nothing for it then. Made from the main hub, not
+/// the thread's: a thread's hub keeps the client it saw when the thread first used one.
+pub fn work_hub() -> Option<Arc<sentry::Hub>> {
+    let main = sentry::Hub::main();
+    main.client()?;
+    Some(Arc::new(sentry::Hub::new_from_top(main)))
 }
 
 /// Names the tenant (and user) on the current hub's scope.

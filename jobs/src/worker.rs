@@ -143,8 +143,12 @@ pub const SCHEDULE_INTERVAL: Duration = Duration::from_secs(300);
 /// Runs one job. Errors are retried by apalis' retry layer until the last attempt.
 async fn handle(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
     use sentry::SentryFutureExt;
+    let main = sentry::Hub::main();
+    if main.client().is_none() {
+        return run_job(job, ctx, attempt).await;
+    }
     // Errors reported from this job name its tenant and job.
-    let hub = Arc::new(sentry::Hub::new_from_top(sentry::Hub::main()));
+    let hub = Arc::new(sentry::Hub::new_from_top(main));
     hub.configure_scope(|scope| {
         scope.set_tag("tenant", job.company_id);
         scope.set_tag("job", &job.job);

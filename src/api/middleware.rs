@@ -95,16 +95,25 @@ pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem:
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let started = Instant::now();
     let hub = crate::telemetry::work_hub();
-    hub.configure_scope(|scope| {
-        scope.set_tag("request_id", &request_id);
-        scope.set_tag("route", crate::metrics::route_of(&path));
-    });
+    if let Some(hub) = &hub {
+        hub.configure_scope(|scope| {
+            scope.set_tag("request_id", &request_id);
+            scope.set_tag("route", crate::metrics::route_of(&path));
+        });
+    }
     let mut response = match limit_body(&mut req) {
         Some(refused) => refused,
-        None => match ep.call(req).instrument(span.clone()).bind_hub(hub).await {
-            Ok(output) => output.into_response(),
-            Err(err) => err.into_response(),
-        },
+        None => {
+            let call = ep.call(req).instrument(span.clone());
+            let result = match hub {
+                Some(hub) => call.bind_hub(hub).await,
+                None => call.await,
+            };
+            match result {
+                Ok(output) => output.into_response(),
+                Err(err) => err.into_response(),
+            }
+        }
     };
     let status = response.status().as_u16();
     span.in_scope(|| {
