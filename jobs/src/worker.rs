@@ -140,12 +140,12 @@ async fn schedule(pool: Pool, mut stopped: tokio::sync::watch::Receiver<bool>) {
 /// How often the daily schedule is checked.
 pub const SCHEDULE_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Runs one job. Errors are retried by apalis' retry layer until the last attempt.
-async fn handle(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
+/// Runs one job, on a Sentry hub tagged with its tenant and job when Sentry is on.
+async fn handle(job: Envelope, ctx: Data<Arc<Context>>) -> Result<(), JobError> {
     use sentry::SentryFutureExt;
     let main = sentry::Hub::main();
     if main.client().is_none() {
-        return run_job(job, ctx, attempt).await;
+        return run_job(job, ctx).await;
     }
     // Errors reported from this job name its tenant and job.
     let hub = Arc::new(sentry::Hub::new_from_top(main));
@@ -153,32 +153,39 @@ async fn handle(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Res
         scope.set_tag("tenant", job.company_id);
         scope.set_tag("job", &job.job);
     });
-    run_job(job, ctx, attempt).bind_hub(hub).await
+    run_job(job, ctx).bind_hub(hub).await
 }
 
-async fn run_job(job: Envelope, ctx: Data<Arc<Context>>, attempt: Attempt) -> Result<(), JobError> {
-    let attempt_no = attempt.current() + 1;
+/// Attempts the job up to [`MAX_ATTEMPTS`] times in this run, with exponential backoff
+/// between attempts, then keeps it as dead. Retrying here rather than through apalis'
+/// backend (which reschedules failed tasks on its own, slower and irregular clock) makes
+/// the attempts and their timing the program's. A worker that dies mid-way leaves the job
+/// to another, which starts its attempts again.
+async fn run_job(job: Envelope, ctx: Data<Arc<Context>>) -> Result<(), JobError> {
     if done(&ctx.pool, &job.idempotency_key).await? {
         tracing::info!(job = %job.job, key = %job.idempotency_key, "already done; skipped");
         return Ok(());
     }
-    match perform(&ctx, &job).await {
-        Ok(()) => {
-            record_done(&ctx.pool, &job).await?;
-            tracing::info!(job = %job.job, company = %job.company_id, attempt = attempt_no, "job done");
-            Ok(())
-        }
-        Err(e) if attempt_no >= MAX_ATTEMPTS => {
-            tracing::error!(job = %job.job, company = %job.company_id, error = %e, "job is dead");
-            bury(&ctx.pool, &job, attempt_no, &e.to_string()).await?;
-            Ok(())
-        }
-        Err(e) => {
-            let wait = FIRST_BACKOFF * 2u32.pow(attempt_no as u32 - 1);
-            tracing::warn!(job = %job.job, company = %job.company_id, error = %e, attempt = attempt_no,
-                retry_in_ms = wait.as_millis() as u64, "job failed; will retry");
-            tokio::time::sleep(wait).await;
-            Err(e)
+    let mut attempt = 1;
+    loop {
+        match perform(&ctx, &job).await {
+            Ok(()) => {
+                record_done(&ctx.pool, &job).await?;
+                tracing::info!(job = %job.job, company = %job.company_id, attempt, "job done");
+                return Ok(());
+            }
+            Err(e) if attempt >= MAX_ATTEMPTS => {
+                tracing::error!(job = %job.job, company = %job.company_id, error = %e, "job is dead");
+                bury(&ctx.pool, &job, attempt, &e.to_string()).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                let wait = FIRST_BACKOFF * 2u32.pow(attempt as u32 - 1);
+                tracing::warn!(job = %job.job, company = %job.company_id, error = %e, attempt,
+                    retry_in_ms = wait.as_millis() as u64, "job failed; will retry");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
         }
     }
 }
