@@ -60,6 +60,8 @@ enum JobsCommand {
     Dead,
     /// Hand a dead job back to the queue.
     Retry { id: uuid::Uuid },
+    /// Queue a sync of a company's subscription with Stripe (also run daily for all).
+    SyncBilling { company: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +159,14 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
             let db = Db::connect(&config)?;
             estate_jobs::dead::retry(&mut db.shared().await?, id).await?;
             println!("job {id} handed back to the queue");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs {
+            command: JobsCommand::SyncBilling { company },
+        } => {
+            let db = Db::connect(&config)?;
+            let key = estate_jobs::billing::request(&db.shared().await?, company).await?;
+            println!("billing sync of {company} queued ({key})");
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenants {

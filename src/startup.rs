@@ -10,8 +10,6 @@ use poem::listener::TcpAcceptor;
 use crate::api::{self, ApiState};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::verdict;
-use crate::billing::plans::Plans;
-use crate::billing::stripe::StripeGateway;
 use crate::billing::subscriptions::Billing;
 use crate::config::{Config, JwtSecret};
 use crate::db::{Db, migrations};
@@ -38,19 +36,6 @@ pub struct Application {
     local_addr: SocketAddr,
 }
 
-/// The plans (from the database: run `estate migrate` first) and Stripe, when configured.
-async fn billing(config: &Config, db: &Db) -> Result<Billing, AppError> {
-    let plans = Plans::load(&db.shared().await?).await?;
-    let stripe = match &config.stripe {
-        Some(stripe) => Some(StripeGateway::new(stripe)?),
-        None => {
-            tracing::info!("STRIPE_SECRET_KEY is not set: billing runs in local mode");
-            None
-        }
-    };
-    Ok(Billing { plans, stripe })
-}
-
 impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
         if let JwtSecret::Ephemeral(_) = config.jwt_secret {
@@ -61,7 +46,7 @@ impl Application {
         let db = Db::connect_with(config, verdict::connection_setup()).map_err(AppError::from)?;
         let jwt = JwtKeys::new(config.jwt_secret.secret())?;
         let redis = redis::Client::open(config.redis_url.expose())?;
-        let billing = billing(config, &db).await?;
+        let billing = Billing::load(config, &db).await?;
         if !config.rate_limits {
             tracing::warn!("RATE_LIMITS=off: no tier or anonymous request limits are enforced");
         }

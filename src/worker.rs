@@ -1,8 +1,10 @@
 //! `estate worker`: the outbox relay and the job worker of `estate-jobs`, configured from
-//! the process's configuration.
+//! the process's configuration, with the billing sync this crate implements.
 
 use estate_jobs::worker::{self, Settings};
 
+use crate::billing::subscriptions::Billing;
+use crate::billing::sync::StripeSync;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
@@ -12,8 +14,9 @@ pub fn queue_name(config: &Config) -> String {
     format!("estate:{}:jobs", config.tenancy.role_prefix())
 }
 
-pub fn settings(config: &Config, db: &Db) -> Settings {
-    Settings {
+pub async fn settings(config: &Config, db: &Db) -> Result<Settings, AppError> {
+    let billing = Billing::load(config, db).await?;
+    Ok(Settings {
         pool: db.pool().clone(),
         redis_url: config.redis_url.expose().to_string(),
         queue: queue_name(config),
@@ -22,7 +25,8 @@ pub fn settings(config: &Config, db: &Db) -> Settings {
         mail_from: config.mail_from.clone(),
         concurrency: config.worker_concurrency,
         orphan_after: config.worker_orphan_after,
-    }
+        billing_sync: StripeSync::for_worker(db.clone(), billing),
+    })
 }
 
 /// Runs until `stop` resolves (SIGTERM/SIGINT for the command).
@@ -34,7 +38,7 @@ pub async fn run(
     if config.smtp_url.is_none() {
         tracing::info!(dir = %config.mail_dir.display(), "SMTP_URL is not set: e-mails are written as .eml files");
     }
-    worker::run(settings(config, &db), stop)
+    worker::run(settings(config, &db).await?, stop)
         .await
         .map_err(|e| AppError::Internal(format!("worker: {e}")))
 }

@@ -8,6 +8,7 @@
 //! Every job carries its company id (nothing relies on a global current tenant) and an
 //! idempotency key: the same effect is enqueued, and later performed, once.
 
+pub mod billing;
 pub mod dead;
 pub mod mail;
 pub mod relay;
@@ -42,6 +43,8 @@ pub enum JobError {
     Payload(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("billing sync: {0}")]
+    Billing(String),
 }
 
 /// A kind of background job.

@@ -16,8 +16,9 @@ use apalis_redis::{Config as RedisConfig, RedisStorage};
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
+use crate::billing::BillingSync;
 use crate::mail::{Mailer, Rendered, Templates};
-use crate::{Envelope, JobError, relay, retention};
+use crate::{Envelope, JobError, billing, relay, retention};
 
 /// Attempts before a job is declared dead.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -37,6 +38,9 @@ pub struct Settings {
     /// How long a worker may miss its heartbeats before its jobs are handed to others
     /// (a killed worker's jobs run again after this).
     pub orphan_after: Duration,
+    /// Runs billing-sync jobs; `None` when Stripe is not configured (such jobs then do
+    /// nothing: there is nothing to sync with).
+    pub billing_sync: Option<Arc<dyn BillingSync>>,
 }
 
 /// What a job handler needs.
@@ -45,6 +49,7 @@ pub struct Context {
     mailer: Mailer,
     templates: Templates,
     from: String,
+    billing_sync: Option<Arc<dyn BillingSync>>,
 }
 
 /// The queue's storage, configured for quick pick-up: an idle worker looks again every
@@ -79,6 +84,7 @@ pub async fn run(
         mailer: Mailer::new(settings.smtp_url.as_deref(), settings.mail_dir.clone())?,
         templates: Templates::load()?,
         from: settings.mail_from.clone(),
+        billing_sync: settings.billing_sync.clone(),
     });
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let relay_stop = {
@@ -124,10 +130,17 @@ pub async fn run(
 /// idempotency keys make each once a day however many workers run.
 async fn schedule(pool: Pool, mut stopped: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let queued = async { retention::schedule_today(&pool.get().await?).await };
+        let queued = async {
+            let client = pool.get().await?;
+            let retention = retention::schedule_today(&client).await?;
+            let syncs = billing::schedule_today(&client).await?;
+            Ok::<_, JobError>((retention, syncs))
+        };
         match queued.await {
-            Ok(n) if n > 0 => tracing::info!(jobs = n, "daily audit retention queued"),
-            Ok(_) => {}
+            Ok((0, 0)) => {}
+            Ok((retention, syncs)) => {
+                tracing::info!(retention, billing_syncs = syncs, "daily jobs queued")
+            }
             Err(e) => tracing::warn!(error = %e, "could not queue the daily jobs"),
         }
         tokio::select! {
@@ -239,6 +252,15 @@ async fn perform(ctx: &Context, job: &Envelope) -> Result<(), JobError> {
     if job.job == retention::JOB {
         let deleted = retention::prune(&ctx.pool, job.company_id).await?;
         tracing::info!(company = %job.company_id, deleted, "audit retention");
+        return Ok(());
+    }
+    if job.job == billing::JOB {
+        let Some(sync) = &ctx.billing_sync else {
+            tracing::info!(company = %job.company_id, "billing sync: Stripe is not configured; nothing to do");
+            return Ok(());
+        };
+        let summary = sync.sync(job.company_id).await.map_err(JobError::Billing)?;
+        tracing::info!(company = %job.company_id, %summary, "billing sync");
         return Ok(());
     }
     let recipients = recipients(ctx, job).await?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::subscription::{
-    CreateSubscription, CreateSubscriptionItems, UpdateSubscription, UpdateSubscriptionItems,
-    UpdateSubscriptionProrationBehavior,
+    CreateSubscription, CreateSubscriptionItems, RetrieveSubscription, UpdateSubscription,
+    UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
 };
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::CreatePaymentIntent;
@@ -29,6 +29,7 @@ struct Created {
 struct SubscriptionFields {
     id: String,
     status: String,
+    cancel_at_period_end: Option<bool>,
     items: ItemList,
 }
 
@@ -41,6 +42,7 @@ struct ItemList {
 struct ItemFields {
     id: String,
     current_period_end: Option<i64>,
+    price: Option<Created>,
 }
 
 #[derive(Debug, miniserde::Deserialize)]
@@ -58,6 +60,8 @@ pub struct StripeSubscription {
     pub status: String,
     /// Unix seconds.
     pub current_period_end: Option<i64>,
+    pub price: Option<String>,
+    pub cancel_at_period_end: bool,
 }
 
 impl TryFrom<SubscriptionFields> for StripeSubscription {
@@ -74,8 +78,33 @@ impl TryFrom<SubscriptionFields> for StripeSubscription {
             item_id: item.id,
             status: s.status,
             current_period_end: item.current_period_end,
+            price: item.price.map(|p| p.id),
+            cancel_at_period_end: s.cancel_at_period_end.unwrap_or(false),
         })
     }
+}
+
+impl StripeSubscription {
+    pub fn state(&self) -> SubscriptionState<'_> {
+        SubscriptionState {
+            price: self.price.as_deref(),
+            status: Some(&self.status),
+            period_end: self
+                .current_period_end
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+            cancel_at_period_end: Some(self.cancel_at_period_end),
+        }
+    }
+}
+
+/// What Stripe says of a subscription, as far as the company's row follows it; read from a
+/// webhook's object or from the billing sync's answer. `None` is "not said".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SubscriptionState<'a> {
+    pub price: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub period_end: Option<chrono::DateTime<chrono::Utc>>,
+    pub cancel_at_period_end: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +244,17 @@ impl StripeGateway {
             .build()
             .customize()
             .request_strategy(key(format!("cancel-{change}"))?)
+            .send(&self.client)
+            .await
+            .map_err(upstream)?;
+        fields.try_into()
+    }
+
+    /// The subscription as Stripe holds it now (the billing sync).
+    pub async fn subscription(&self, subscription: &str) -> Result<StripeSubscription, AppError> {
+        let fields: SubscriptionFields = RetrieveSubscription::new(subscription)
+            .build()
+            .customize()
             .send(&self.client)
             .await
             .map_err(upstream)?;

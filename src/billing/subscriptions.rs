@@ -13,7 +13,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::plans::{Plans, Resource, Tier};
-use super::stripe::{StripeGateway, StripeSubscription};
+use super::stripe::{StripeGateway, StripeSubscription, SubscriptionState};
 use crate::audit::{self, AuditAction, AuditEntry, RequestOrigin};
 use crate::auth::Principal;
 use crate::db::Db;
@@ -37,6 +37,22 @@ pub struct Subscription {
     pub cancel_at_period_end: bool,
     /// A downgrade waiting for the end of the period.
     pub pending_tier: Option<Tier>,
+}
+
+impl Billing {
+    /// The plans (from the database: run `estate migrate` first) and Stripe, when
+    /// configured.
+    pub async fn load(config: &crate::config::Config, db: &Db) -> Result<Self, AppError> {
+        let plans = Plans::load(&db.shared().await?).await?;
+        let stripe = match &config.stripe {
+            Some(stripe) => Some(StripeGateway::new(stripe)?),
+            None => {
+                tracing::info!("STRIPE_SECRET_KEY is not set: billing runs in local mode");
+                None
+            }
+        };
+        Ok(Billing { plans, stripe })
+    }
 }
 
 /// How much of each limited resource the company uses.
@@ -129,6 +145,39 @@ async fn store(
                 &s.current_period_end,
                 &s.cancel_at_period_end,
                 &s.pending_tier.map(Tier::as_str),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Stores the subscription as Stripe reported it at `state_at` (a webhook event's time, or
+/// the moment the billing sync read it): an older report arriving later is then known as
+/// stale. The customer id is kept when the company had none yet.
+pub async fn store_from_stripe(
+    client: &impl GenericClient,
+    company: CompanyId,
+    s: &Subscription,
+    state_at: DateTime<Utc>,
+    customer: Option<&str>,
+) -> Result<(), AppError> {
+    client
+        .execute(
+            "UPDATE companies
+             SET tier = $2, subscription_status = $3, current_period_end = $4,
+                 cancel_at_period_end = $5, pending_tier = $6, stripe_state_at = $7,
+                 stripe_customer_id = coalesce(stripe_customer_id, $8),
+                 updated_at = now()
+             WHERE id = $1",
+            &[
+                &company.0,
+                &s.tier.as_str(),
+                &s.status,
+                &s.current_period_end,
+                &s.cancel_at_period_end,
+                &s.pending_tier.map(Tier::as_str),
+                &state_at,
+                &customer,
             ],
         )
         .await?;
@@ -271,6 +320,38 @@ async fn settle(
         audit_change(client, naming, company, entry, &before, &after).await?;
     }
     Ok(())
+}
+
+/// What Stripe says of the subscription (price, status, period), onto the company's
+/// subscription. A lower price within the same period is a scheduled downgrade: it waits
+/// for the period's end (Stripe bills it from the next invoice).
+pub fn follow_stripe(billing: &Billing, stripe: &SubscriptionState<'_>, s: &mut Subscription) {
+    let new_period = stripe
+        .period_end
+        .is_some_and(|end| end > s.current_period_end);
+    let priced = stripe
+        .price
+        .and_then(|price| billing.stripe.as_ref()?.tier_of_price(price));
+    if let Some(tier) = priced {
+        if tier < s.tier && !new_period {
+            s.pending_tier = Some(tier);
+        } else {
+            s.tier = tier;
+            s.pending_tier = None;
+        }
+    }
+    if let Some(end) = stripe.period_end {
+        s.current_period_end = end;
+    }
+    if let Some(cancel) = stripe.cancel_at_period_end {
+        s.cancel_at_period_end = cancel;
+    }
+    s.status = match stripe.status {
+        Some("active" | "trialing") => "active".into(),
+        Some("past_due" | "unpaid") => "past_due".into(),
+        Some("canceled" | "incomplete_expired") => "canceled".into(),
+        _ => s.status.clone(),
+    };
 }
 
 /// The company's subscription, with any change due by now applied.

@@ -16,9 +16,10 @@ use serde_json::Value;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::plans::Tier;
+use super::stripe::SubscriptionState;
 use super::subscriptions::{
-    Billing, HistoryLine, SUBSCRIPTION_COLUMNS, Subscription, audit_change, record_history,
+    Billing, HistoryLine, SUBSCRIPTION_COLUMNS, Subscription, audit_change, follow_stripe,
+    record_history, store_from_stripe,
 };
 use crate::audit::{AuditAction, AuditEntry, RequestOrigin};
 use crate::auth::{Machine, Principal, Role};
@@ -237,7 +238,7 @@ async fn subscription_event(
             after.cancel_at_period_end = false;
             after.pending_tier = None;
         }
-        _ => apply_subscription(billing, object, &mut after),
+        _ => follow_stripe(billing, &state_of(object), &mut after),
     }
     line.from_tier = Some(before.tier);
     line.to_tier = Some(after.pending_tier.unwrap_or(after.tier));
@@ -247,25 +248,7 @@ async fn subscription_event(
         tx.commit().await?;
         return Ok(Outcome::Stale);
     }
-    tx.execute(
-        "UPDATE companies
-         SET tier = $2, subscription_status = $3, current_period_end = $4,
-             cancel_at_period_end = $5, pending_tier = $6, stripe_state_at = $7,
-             stripe_customer_id = coalesce(stripe_customer_id, $8),
-             updated_at = now()
-         WHERE id = $1",
-        &[
-            &company.0,
-            &after.tier.as_str(),
-            &after.status,
-            &after.current_period_end,
-            &after.cancel_at_period_end,
-            &after.pending_tier.map(Tier::as_str),
-            &event.created,
-            &customer,
-        ],
-    )
-    .await?;
+    store_from_stripe(&tx, company, &after, event.created, customer).await?;
     if event.kind == "customer.subscription.created" {
         tx.execute(
             "UPDATE companies SET stripe_subscription_id = $2,
@@ -298,38 +281,18 @@ async fn subscription_event(
     Ok(Outcome::Applied)
 }
 
-/// A subscription object's price, status and period, onto the company's subscription. A
-/// lower price within the same period is a scheduled downgrade: it waits for the period's
-/// end (Stripe bills it from the next invoice).
-fn apply_subscription(billing: &Billing, object: &Value, s: &mut Subscription) {
-    let period_end = object
-        .pointer("/items/data/0/current_period_end")
-        .or_else(|| object.get("current_period_end"))
-        .and_then(Value::as_i64)
-        .and_then(|t| DateTime::from_timestamp(t, 0));
-    let new_period = period_end.is_some_and(|end| end > s.current_period_end);
-    let priced = text(object, "/items/data/0/price/id")
-        .and_then(|price| billing.stripe.as_ref()?.tier_of_price(price));
-    if let Some(tier) = priced {
-        if tier < s.tier && !new_period {
-            s.pending_tier = Some(tier);
-        } else {
-            s.tier = tier;
-            s.pending_tier = None;
-        }
+/// A subscription object of an event, as far as the company's row follows it.
+fn state_of(object: &Value) -> SubscriptionState<'_> {
+    SubscriptionState {
+        price: text(object, "/items/data/0/price/id"),
+        status: text(object, "/status"),
+        period_end: object
+            .pointer("/items/data/0/current_period_end")
+            .or_else(|| object.get("current_period_end"))
+            .and_then(Value::as_i64)
+            .and_then(|t| DateTime::from_timestamp(t, 0)),
+        cancel_at_period_end: object.get("cancel_at_period_end").and_then(Value::as_bool),
     }
-    if let Some(end) = period_end {
-        s.current_period_end = end;
-    }
-    if let Some(cancel) = object.get("cancel_at_period_end").and_then(Value::as_bool) {
-        s.cancel_at_period_end = cancel;
-    }
-    s.status = match text(object, "/status") {
-        Some("active" | "trialing") => "active".into(),
-        Some("past_due" | "unpaid") => "past_due".into(),
-        Some("canceled" | "incomplete_expired") => "canceled".into(),
-        _ => s.status.clone(),
-    };
 }
 
 /// `ON CONFLICT DO NOTHING` needs only the INSERT right, which tenant roles hold.

@@ -210,3 +210,36 @@ async fn jobs_dead_and_retry_from_the_command_line() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no dead job"));
 }
+
+/// `estate jobs sync-billing COMPANY` queues one sync job; an unknown company is refused.
+#[tokio::test]
+async fn jobs_sync_billing_queues_a_sync_from_the_command_line() {
+    let app = spawn_app().await;
+    let t = app.register("Sync me").await;
+    let url = app.database.config.database_url.expose().to_string();
+    let env = [("DATABASE_URL", url.as_str())];
+    let queued = estate(&["jobs", "sync-billing", &t.company_id.to_string()], &env);
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    let rows = app
+        .database
+        .client()
+        .await
+        .query(
+            "SELECT company_id FROM outbox WHERE job = 'billing_sync'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, uuid::Uuid>(0), t.company_id);
+    let unknown = estate(
+        &["jobs", "sync-billing", &uuid::Uuid::new_v4().to_string()],
+        &env,
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no company"));
+}

@@ -94,6 +94,14 @@ impl FakeStripe {
             .collect()
     }
 
+    /// Changes a subscription as someone in Stripe's dashboard would, with no webhook.
+    pub fn change_subscription(&self, id: &str, price: &str, status: &str) {
+        let mut subs = self.state.subscriptions.lock().unwrap();
+        let sub = subs.get_mut(id).expect("a subscription the fake made");
+        sub["items"]["data"][0]["price"]["id"] = json!(price);
+        sub["status"] = json!(status);
+    }
+
     /// Makes every call fail (500) until called with `false`.
     pub fn fail(&self, failing: bool) {
         self.state.fail.store(failing, Ordering::SeqCst);
@@ -192,6 +200,18 @@ async fn answer(
             let sub = subscription(&id, &item, &price, cancel);
             subs.insert(id, sub.clone());
             sub
+        }
+        ("GET", p) if p.starts_with("/v1/subscriptions/") => {
+            let id = p.trim_start_matches("/v1/subscriptions/");
+            match state.subscriptions.lock().unwrap().get(id) {
+                Some(sub) => sub.clone(),
+                None => {
+                    return json_response(
+                        StatusCode::NOT_FOUND,
+                        json!({"error": {"type": "invalid_request_error", "message": "No such subscription"}}),
+                    );
+                }
+            }
         }
         ("POST", "/v1/payment_intents") => {
             let id = next(&state, "pi");

@@ -56,14 +56,22 @@ async fn wait_for_mail(address: &str, n: usize) -> Vec<String> {
 }
 
 /// A worker (relay and job runner) in this process, on the app's database.
-struct Worker {
+pub struct Worker {
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Worker {
     async fn start(app: &TestApp) -> Worker {
-        let config = config_with(&app.database.name, &[("SMTP_URL", &smtp_url())]);
+        Worker::start_with(app, &[]).await
+    }
+
+    /// A worker with more settings than the SMTP server's.
+    pub async fn start_with(app: &TestApp, overrides: &[(&str, &str)]) -> Worker {
+        let smtp = smtp_url();
+        let mut settings = vec![("SMTP_URL", smtp.as_str())];
+        settings.extend_from_slice(overrides);
+        let config = config_with(&app.database.name, &settings);
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
             estate::worker::run(&config, async {
@@ -78,7 +86,7 @@ impl Worker {
         }
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -5,6 +5,7 @@ mod helpers;
 mod api_keys;
 mod audit;
 mod auth;
+mod billing_sync;
 mod cli;
 mod errors;
 mod estates;

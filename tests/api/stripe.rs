@@ -13,20 +13,29 @@ use crate::sales::{client, created, id, property};
 const OLD_SECRET: &str = "whsec_old_secret";
 const NEW_SECRET: &str = "whsec_new_secret";
 
-async fn app_with_stripe() -> (TestApp, FakeStripe) {
-    let fake = FakeStripe::start().await;
-    let app = spawn_app_with(&[
-        ("STRIPE_SECRET_KEY", "sk_test_fake"),
-        ("STRIPE_API_BASE", &fake.url),
-        ("STRIPE_PRICE_STARTER", "price_starter"),
-        ("STRIPE_PRICE_PROFESSIONAL", "price_professional"),
-        ("STRIPE_PRICE_ENTERPRISE", "price_enterprise"),
+/// The settings that point billing at `fake`.
+pub fn stripe_settings(fake: &FakeStripe) -> Vec<(&'static str, String)> {
+    vec![
+        ("STRIPE_SECRET_KEY", "sk_test_fake".into()),
+        ("STRIPE_API_BASE", fake.url.clone()),
+        ("STRIPE_PRICE_STARTER", "price_starter".into()),
+        ("STRIPE_PRICE_PROFESSIONAL", "price_professional".into()),
+        ("STRIPE_PRICE_ENTERPRISE", "price_enterprise".into()),
         (
             "STRIPE_WEBHOOK_SECRET",
-            &format!("{OLD_SECRET},{NEW_SECRET}"),
+            format!("{OLD_SECRET},{NEW_SECRET}"),
         ),
-    ])
-    .await;
+    ]
+}
+
+/// Pairs of names and values, as the helpers take overrides.
+pub fn as_overrides<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+pub async fn app_with_stripe() -> (TestApp, FakeStripe) {
+    let fake = FakeStripe::start().await;
+    let app = spawn_app_with(&as_overrides(&stripe_settings(&fake))).await;
     (app, fake)
 }
 
