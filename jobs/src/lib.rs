@@ -45,6 +45,8 @@ pub enum JobError {
     NotFound(String),
     #[error("billing sync: {0}")]
     Billing(String),
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 /// A kind of background job.

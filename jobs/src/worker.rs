@@ -98,7 +98,11 @@ pub async fn run(
         storage.clone(),
         relay_stop,
     ));
-    let schedule = tokio::spawn(schedule(settings.pool.clone(), stopped.clone()));
+    let schedule = tokio::spawn(schedule(
+        settings.pool.clone(),
+        storage.clone(),
+        stopped.clone(),
+    ));
     // apalis refuses a worker name seen in the last minutes: one name per process start.
     let name = format!("estate-worker-{}", uuid::Uuid::new_v4().simple());
     let worker = WorkerBuilder::new(name)
@@ -127,9 +131,19 @@ pub async fn run(
 }
 
 /// Writes the daily jobs to the outbox now and every [`SCHEDULE_INTERVAL`]; the
-/// idempotency keys make each once a day however many workers run.
-async fn schedule(pool: Pool, mut stopped: tokio::sync::watch::Receiver<bool>) {
+/// idempotency keys make each once a day however many workers run. Clears finished jobs
+/// out of Redis at the same pace.
+async fn schedule(
+    pool: Pool,
+    mut storage: RedisStorage<Envelope>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
+        match vacuum(&mut storage, KEEP_FINISHED).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(jobs = n, "finished jobs cleared from Redis"),
+            Err(e) => tracing::warn!(error = %e, "could not clear finished jobs from Redis"),
+        }
         let queued = async {
             let client = pool.get().await?;
             let retention = retention::schedule_today(&client).await?;
@@ -149,6 +163,45 @@ async fn schedule(pool: Pool, mut stopped: tokio::sync::watch::Receiver<bool>) {
         }
     }
 }
+
+/// How long a finished job stays in Redis (for apalis' own views) before [`vacuum`].
+pub const KEEP_FINISHED: Duration = Duration::from_secs(600);
+
+/// apalis-redis keeps every finished job (its payload, its metadata and its id in the
+/// queue's done set) until vacuumed: without this Redis grows by every job ever run. Its
+/// vacuum clears payloads and metadata; the done set is trimmed here of the ids whose
+/// metadata is gone. Answers how many jobs were cleared.
+pub async fn vacuum(
+    storage: &mut RedisStorage<Envelope>,
+    older_than: Duration,
+) -> Result<usize, JobError> {
+    use apalis_core::backend::Vacuum;
+    let queue = |e: &dyn std::fmt::Display| JobError::Queue(e.to_string());
+    let cleared = storage
+        .vacuum_before(older_than)
+        .await
+        .map_err(|e| queue(&e))?;
+    let config = storage.get_config().clone();
+    redis::Script::new(TRIM_DONE_SET)
+        .key(config.done_jobs_set())
+        .key(config.job_meta_hash())
+        .invoke_async::<usize>(storage.get_connection())
+        .await
+        .map_err(|e| queue(&e))?;
+    Ok(cleared)
+}
+
+/// KEYS[1]: the done set; KEYS[2]: the metadata key prefix.
+const TRIM_DONE_SET: &str = r"
+local removed = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', KEYS[2] .. ':' .. id) == 0 then
+    redis.call('SREM', KEYS[1], id)
+    removed = removed + 1
+  end
+end
+return removed
+";
 
 /// How often the daily schedule is checked.
 pub const SCHEDULE_INTERVAL: Duration = Duration::from_secs(300);
@@ -181,7 +234,7 @@ async fn run_job(job: Envelope, ctx: Data<Arc<Context>>) -> Result<(), JobError>
     }
     let mut attempt = 1;
     loop {
-        match perform(&ctx, &job).await {
+        match caught(perform(&ctx, &job)).await {
             Ok(()) => {
                 record_done(&ctx.pool, &job).await?;
                 tracing::info!(job = %job.job, company = %job.company_id, attempt, "job done");
@@ -199,6 +252,23 @@ async fn run_job(job: Envelope, ctx: Data<Arc<Context>>) -> Result<(), JobError>
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
+        }
+    }
+}
+
+/// A panic in a job is a failed attempt (Sentry's panic hook has reported it, on the job's
+/// hub), not a lost task.
+async fn caught(attempt: impl Future<Output = Result<(), JobError>>) -> Result<(), JobError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(attempt).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(JobError::Panicked(message))
         }
     }
 }

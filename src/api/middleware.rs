@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::{Body, Endpoint, IntoResponse, Request, Response};
+use poem::middleware::CatchPanic;
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response};
 use sentry::SentryFutureExt;
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
@@ -70,6 +71,20 @@ fn limit_body(req: &mut Request) -> Option<Response> {
             None
         }
     }
+}
+
+/// The layers every answer passes through, outermost first: the request context (id,
+/// span, Sentry hub, security headers), then a panic caught and answered as a 500
+/// problem (Sentry's panic hook has reported it by then, on the request's hub, with its
+/// tags) instead of a dropped connection.
+pub fn outermost<E: Endpoint + 'static>(app: E) -> impl Endpoint {
+    app.with(CatchPanic::new().with_handler(|_| {
+        problem_response(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "an unexpected error occurred",
+        ))
+    }))
+    .around(request_context)
 }
 
 pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {

@@ -153,7 +153,7 @@ pub fn routes(state: Arc<ApiState>) -> impl Endpoint {
     let api = openapi_service();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    Route::new()
+    let app = Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
@@ -161,6 +161,6 @@ pub fn routes(state: Arc<ApiState>) -> impl Endpoint {
         .around(rate_limit::rate_limit)
         .around(middleware::observe)
         .data(state)
-        .catch_all_error(problem::into_problem)
-        .around(middleware::request_context)
+        .catch_all_error(problem::into_problem);
+    middleware::outermost(app)
 }

@@ -185,6 +185,45 @@ async fn committed_changes_send_their_emails_once_with_both_parts() {
     worker.stop().await;
     assert_eq!(mails_to(&staff).len(), 1);
     assert_eq!(mails_to(&buyer_email).len(), 2);
+
+    // Finished jobs stay in Redis until vacuumed; the vacuum clears all of them.
+    let config = &app.database.config;
+    let mut storage = estate_jobs::worker::storage(
+        config.redis_url.expose(),
+        &estate::worker::queue_name(config),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let keys = storage.get_config().clone();
+    let mut redis = redis::Client::open(config.redis_url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored = async |redis: &mut redis::aio::MultiplexedConnection| -> (usize, usize) {
+        let payloads: usize = redis::cmd("HLEN")
+            .arg(keys.job_data_hash())
+            .query_async(redis)
+            .await
+            .unwrap();
+        let done: usize = redis::cmd("SCARD")
+            .arg(keys.done_jobs_set())
+            .query_async(redis)
+            .await
+            .unwrap();
+        (payloads, done)
+    };
+    let (payloads, done) = stored(&mut redis).await;
+    assert!(
+        payloads >= 3 && done == payloads,
+        "{payloads} payloads, {done} done"
+    );
+    let cleared = estate_jobs::worker::vacuum(&mut storage, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(cleared, payloads);
+    assert_eq!(stored(&mut redis).await, (0, 0));
 }
 
 #[tokio::test]

@@ -26,9 +26,12 @@ fn transport() -> Arc<TestTransport> {
             let mut options = sentry::ClientOptions::default();
             options.dsn = Some("https://public@sentry.invalid/1".parse().unwrap());
             options.transport = Some(Arc::new(transport.clone()));
-            // Sentry's dedupe integration drops an event equal to the one before it; here
-            // two tests' "job is dead" events (different tenants) would be such a pair.
+            // Only the integration these tests rely on (panics); the default set also reads
+            // OS contexts and debug images, which nothing here looks at.
             options.default_integrations = false;
+            options.integrations.push(Arc::new(
+                sentry::integrations::panic::PanicIntegration::default(),
+            ));
             // `sentry::init` binds the thread's hub, and a test is not on the main thread:
             // bind the process's hub, which requests and jobs start from.
             sentry::Hub::main().bind_client(Some(Arc::new(options.into())));
@@ -142,4 +145,97 @@ async fn a_dead_job_reaches_sentry_with_its_tenant_and_job() {
     assert_eq!(tag(&event, "job"), Some("welcome_email"));
     let _ = stop.send(());
     worker.await.unwrap();
+}
+
+/// A panic in a handler answers 500 problem+json with the request's id (not a dropped
+/// connection), and reaches Sentry with the request's tags: the same outer layers as the
+/// server's routes, around an endpoint that panics.
+#[tokio::test]
+async fn a_panic_in_a_request_answers_500_and_reaches_sentry_with_the_request() {
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    use poem::{EndpointExt, Server, endpoint::make};
+    transport();
+    let app = estate::api::middleware::outermost(
+        make(|_| async {
+            if true {
+                panic!("a handler broke");
+            }
+            "unreachable"
+        })
+        .map_to_response(),
+    );
+    let request_id = format!("panic-{}", Uuid::new_v4().simple());
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    let resp = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/estates"))
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-request-id"], request_id.as_str());
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let event = event_where(|e| tag(e, "request_id") == Some(request_id.as_str())).await;
+    assert_eq!(tag(&event, "route"), Some("/api/v1/estates"));
+    let exception = event.exception.values.first().expect("a panic exception");
+    assert_eq!(exception.ty, "panic");
+    assert_eq!(exception.value.as_deref(), Some("a handler broke"));
+}
+
+/// A billing sync that panics: the worker survives it, counts it as a failed attempt
+/// (dead after the last, with the panic's message), and Sentry gets the panic with the
+/// job's tenant and name.
+#[tokio::test]
+async fn a_panic_in_a_job_is_a_failed_attempt_and_reaches_sentry_with_its_tenant() {
+    struct Panicking;
+    impl estate_jobs::billing::BillingSync for Panicking {
+        fn sync(&self, _company: Uuid) -> estate_jobs::billing::SyncFuture<'_> {
+            Box::pin(async { panic!("the sync broke") })
+        }
+    }
+    transport();
+    let app = spawn_app().await;
+    let t = app.register("Panicking jobs").await;
+    let config = config_with(&app.database.name, &[]);
+    let db = estate::db::Db::connect(&config).unwrap();
+    estate_jobs::billing::request(&db.shared().await.unwrap(), t.company_id)
+        .await
+        .unwrap();
+    let mut settings = estate::worker::settings(&config, &db).await.unwrap();
+    settings.billing_sync = Some(Arc::new(Panicking));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(estate_jobs::worker::run(settings, async {
+        let _ = stopped.await;
+    }));
+    let company = t.company_id.to_string();
+    let event = event_where(|e| {
+        tag(e, "tenant") == Some(company.as_str())
+            && e.exception.values.first().is_some_and(|x| x.ty == "panic")
+    })
+    .await;
+    assert_eq!(tag(&event, "job"), Some("billing_sync"));
+    let dead = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let dead = estate_jobs::dead::list(&db.shared().await.unwrap())
+                .await
+                .unwrap();
+            if !dead.is_empty() {
+                return dead;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the job is kept dead after its attempts");
+    assert_eq!(dead[0].last_error, "panicked: the sync broke");
+    let _ = stop.send(());
+    worker
+        .await
+        .unwrap()
+        .expect("the worker outlived the panics");
 }
