@@ -19,7 +19,7 @@ use estate::api::ApiState;
 use estate::auth::jwt::JwtKeys;
 use estate::config::{Config, Secret};
 use estate::db::Db;
-use estate::db::migrations::migrate_shared;
+use estate::db::migrations::{TenantMigrations, migrate_shared};
 use estate::db::provisioning::provision_tenant;
 use estate::db::tenancy::CompanyId;
 use estate::rate_limit::Subject;
@@ -123,7 +123,9 @@ async fn run(config: &Config) {
         )
         .await
         .unwrap();
-        provision_tenant(&tx, db.naming(), &tenant).await.unwrap();
+        provision_tenant(&tx, db.naming(), &tenant, &TenantMigrations::embedded())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         times.push(started.elapsed().as_secs_f64() * 1e3);
         companies.push(company);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use estate::config::Config;
+use estate::db::migrations::TenantMigrations;
 use estate::startup::{self, Application};
 use estate::{api, db::Db, telemetry, tenants};
 
@@ -200,7 +201,8 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, Box<dyn std::
             command: TenantsCommand::Migrate { concurrency },
         } => {
             let db = Db::connect(&config)?;
-            let outcome = tenants::migrate_all(&db, concurrency, true).await?;
+            let outcome =
+                tenants::migrate_all(&db, &TenantMigrations::embedded(), concurrency, true).await?;
             Ok(report(&outcome))
         }
     }

@@ -142,5 +142,11 @@ pub async fn migrate(
             .await?;
     tracing::info!(applied, "shared migrations done");
     let db = Db::connect(config)?;
-    Ok(tenants::migrate_all(&db, concurrency, progress).await?)
+    Ok(tenants::migrate_all(
+        &db,
+        &migrations::TenantMigrations::embedded(),
+        concurrency,
+        progress,
+    )
+    .await?)
 }

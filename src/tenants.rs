@@ -10,7 +10,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
-use crate::db::migrations::{apply_tenant_migrations, latest_tenant_version};
+use crate::db::migrations::{TenantMigrations, apply_tenant_migrations};
 use crate::db::provisioning::migration_settings_sql;
 use crate::db::tenancy::{CompanyId, RoleName, SchemaName, Tenant};
 use crate::db::{Db, DbError};
@@ -62,12 +62,15 @@ pub struct MigrationOutcome {
     pub failed: Vec<(CompanyId, String)>,
 }
 
+/// Brings every tenant schema to the last version of `migrations`
+/// ([`TenantMigrations::embedded`] but in benchmarks).
 pub async fn migrate_all(
     db: &Db,
+    migrations: &TenantMigrations,
     concurrency: usize,
     progress: bool,
 ) -> Result<MigrationOutcome, DbError> {
-    let latest = latest_tenant_version();
+    let latest = migrations.latest();
     let conn = db.shared().await?;
     let total: i64 = conn
         .query_one("SELECT count(*) FROM tenants", &[])
@@ -106,7 +109,10 @@ pub async fn migrate_all(
     let mut runs = futures::stream::iter(pending.into_iter().map(|row| {
         let company = CompanyId(row.get(0));
         let (schema, role): (String, String) = (row.get(1), row.get(2));
-        async move { (company, migrate_one(db, company, schema, role).await) }
+        async move {
+            let result = migrate_one(db, migrations, company, schema, role).await;
+            (company, result)
+        }
     }))
     .buffer_unordered(concurrency.max(1));
     while let Some((company, result)) = runs.next().await {
@@ -129,6 +135,7 @@ pub async fn migrate_all(
 /// that concurrent runs serialize instead of applying the same migration twice.
 pub async fn migrate_one(
     db: &Db,
+    migrations: &TenantMigrations,
     company: CompanyId,
     schema: String,
     role: String,
@@ -146,7 +153,7 @@ pub async fn migrate_one(
         tenant.schema.as_str(),
     ))
     .await?;
-    let version = apply_tenant_migrations(&tx, &tenant.schema, true).await?;
+    let version = apply_tenant_migrations(&tx, &tenant.schema, migrations, true).await?;
     tx.execute(
         "UPDATE public.tenants SET schema_version = $2, migration_status = 'ok',
                 migration_error = NULL, migrated_at = now()

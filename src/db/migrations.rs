@@ -7,8 +7,10 @@
 //! tenant is provisioned: the same migrations and the same history rows as one batch, one
 //! round trip. A test checks that both paths build identical schemas.
 
+use std::sync::{Arc, OnceLock};
+
 use deadpool_postgres::Transaction;
-use refinery::{AsyncMigrate, Migration};
+use refinery::{AsyncMigrate, Migration, Runner};
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -30,18 +32,53 @@ pub const HISTORY_TABLE: &str = "refinery_schema_history";
 /// processes starting with `--migrate` do not race.
 const SHARED_MIGRATION_LOCK: i64 = 0x6573_7461_7465_0001;
 
-/// The tenant migrations in version order.
-pub fn tenant_migrations() -> Vec<Migration> {
-    let mut migrations = embedded_tenant::migrations::runner()
-        .get_migrations()
-        .clone();
-    migrations.sort();
-    migrations
+/// A set of tenant migrations in version order: those of `tenant_migrations/`, or that set
+/// with more after it (the benchmarks add a migration to time its fan-out).
+#[derive(Clone)]
+pub struct TenantMigrations(Arc<[Migration]>);
+
+impl TenantMigrations {
+    /// `tenant_migrations/`, parsed (and checksummed) once per process.
+    pub fn embedded() -> Self {
+        static EMBEDDED: OnceLock<TenantMigrations> = OnceLock::new();
+        EMBEDDED
+            .get_or_init(|| {
+                let mut migrations = embedded_tenant::migrations::runner()
+                    .get_migrations()
+                    .clone();
+                migrations.sort();
+                TenantMigrations(migrations.into())
+            })
+            .clone()
+    }
+
+    /// This set and one migration more, named as a file would be (`V7__add_column`).
+    pub fn and_then(&self, name: &str, sql: &str) -> Result<Self, DbError> {
+        let next = Migration::unapplied(name, sql)?;
+        if next.version() <= self.latest() {
+            return Err(DbError::InvalidIdentifier(format!(
+                "migration {name} is not after version {}",
+                self.latest()
+            )));
+        }
+        let mut migrations = self.0.to_vec();
+        migrations.push(next);
+        Ok(TenantMigrations(migrations.into()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Migration> {
+        self.0.iter()
+    }
+
+    /// The version a schema with every migration of the set is at.
+    pub fn latest(&self) -> i32 {
+        self.0.last().map(|m| m.version()).unwrap_or(0)
+    }
 }
 
 /// The version a fully migrated tenant schema is at.
 pub fn latest_tenant_version() -> i32 {
-    tenant_migrations().last().map(|m| m.version()).unwrap_or(0)
+    TenantMigrations::embedded().latest()
 }
 
 fn history_table(schema: &SchemaName) -> String {
@@ -99,15 +136,16 @@ pub async fn migrate_shared(database_url: &str, group_role: &RoleName) -> Result
     Ok(report.applied_migrations().len())
 }
 
-/// Applies the pending tenant migrations inside `tx`, whose `search_path` the caller has set
-/// to `schema`. `grouped` sends them as one batch; otherwise one statement batch per
-/// migration, as a plain refinery run would. Returns the schema version reached.
+/// Applies the pending migrations of `migrations` inside `tx`, whose `search_path` the
+/// caller has set to `schema`. `grouped` sends them as one batch; otherwise one statement
+/// batch per migration, as a plain refinery run would. Returns the schema version reached.
 pub async fn apply_tenant_migrations(
     tx: &Transaction<'_>,
     schema: &SchemaName,
+    migrations: &TenantMigrations,
     grouped: bool,
 ) -> Result<i32, DbError> {
-    let mut runner = embedded_tenant::migrations::runner().set_grouped(grouped);
+    let mut runner = Runner::new(&migrations.0).set_grouped(grouped);
     runner.set_migration_table_name(history_table(schema));
     runner.run_async(&mut InTransaction(tx)).await?;
     let version: Option<i32> = tx
@@ -120,17 +158,18 @@ pub async fn apply_tenant_migrations(
     Ok(version.unwrap_or(0))
 }
 
-/// Every tenant migration plus its history row, as one SQL batch. Expects the schema and its
-/// history table to exist and the transaction's `search_path` to be the schema.
+/// Every migration of the set plus its history row, as one SQL batch. Expects the schema
+/// and its history table to exist and the transaction's `search_path` to be the schema.
 pub fn tenant_ddl_batch(
     schema: &SchemaName,
+    migrations: &TenantMigrations,
     applied_on: OffsetDateTime,
 ) -> Result<String, DbError> {
     let applied_on = applied_on
         .format(&Rfc3339)
         .map_err(|e| DbError::InvalidIdentifier(format!("timestamp: {e}")))?;
     let mut batch = String::new();
-    for migration in tenant_migrations() {
+    for migration in migrations.iter() {
         let sql = migration.sql().unwrap_or_default();
         batch.push_str(sql);
         batch.push_str(";\n");
@@ -205,7 +244,10 @@ mod tests {
 
     #[test]
     fn tenant_migrations_are_embedded_in_order() {
-        let versions: Vec<i32> = tenant_migrations().iter().map(|m| m.version()).collect();
+        let versions: Vec<i32> = TenantMigrations::embedded()
+            .iter()
+            .map(|m| m.version())
+            .collect();
         assert!(!versions.is_empty());
         assert!(versions.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(latest_tenant_version(), *versions.last().unwrap());
@@ -214,8 +256,13 @@ mod tests {
     #[test]
     fn fast_batch_records_every_migration() {
         let schema = SchemaName::for_company(super::super::tenancy::CompanyId(uuid::Uuid::nil()));
-        let batch = tenant_ddl_batch(&schema, OffsetDateTime::UNIX_EPOCH).unwrap();
-        for m in tenant_migrations() {
+        let set = TenantMigrations::embedded()
+            .and_then("V900__extra", "SELECT 1")
+            .unwrap();
+        assert_eq!(set.latest(), 900);
+        assert!(set.and_then("V900__again", "SELECT 1").is_err());
+        let batch = tenant_ddl_batch(&schema, &set, OffsetDateTime::UNIX_EPOCH).unwrap();
+        for m in set.iter() {
             assert!(batch.contains(&format!("VALUES ({}, '{}'", m.version(), m.name())));
             assert!(batch.contains(&m.checksum().to_string()));
         }

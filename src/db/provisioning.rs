@@ -10,7 +10,7 @@ use deadpool_postgres::Transaction;
 use time::OffsetDateTime;
 
 use super::DbError;
-use super::migrations::{history_table_ddl, latest_tenant_version, tenant_ddl_batch};
+use super::migrations::{TenantMigrations, history_table_ddl, tenant_ddl_batch};
 use super::tenancy::{Tenant, TenantNaming};
 
 /// Privileges the tenant role gets on every table of its own schema. Tables are owned by
@@ -68,12 +68,13 @@ pub fn migration_settings_sql(tenant: &Tenant) -> String {
 /// (and being retried on the next run) instead of queueing requests behind it.
 pub const LOCK_TIMEOUT: &str = "5s";
 
-/// Provisions `tenant` inside `tx` (one round trip). The caller has already inserted the
-/// company row, and commits.
+/// Provisions `tenant` with every migration of `migrations` inside `tx` (one round trip).
+/// The caller has already inserted the company row, and commits.
 pub async fn provision_tenant(
     tx: &Transaction<'_>,
     naming: &TenantNaming,
     tenant: &Tenant,
+    migrations: &TenantMigrations,
 ) -> Result<(), DbError> {
     let batch = format!(
         "{setup}\n{path}\n{ddl}\nSET LOCAL search_path TO DEFAULT;\n\
@@ -82,11 +83,11 @@ pub async fn provision_tenant(
          VALUES ('{company}', '{schema}', '{role}', {version}, 'ok', now());",
         setup = role_and_schema_sql(naming, tenant),
         path = migration_settings_sql(tenant),
-        ddl = tenant_ddl_batch(&tenant.schema, OffsetDateTime::now_utc())?,
+        ddl = tenant_ddl_batch(&tenant.schema, migrations, OffsetDateTime::now_utc())?,
         company = tenant.company.0,
         schema = tenant.schema.as_str(),
         role = tenant.role.as_str(),
-        version = latest_tenant_version(),
+        version = migrations.latest(),
     );
     tx.batch_execute(&batch).await?;
     Ok(())

@@ -9,6 +9,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::session::{self, Session};
 use crate::auth::{Principal, Role, password};
 use crate::db::Db;
+use crate::db::migrations::TenantMigrations;
 use crate::db::provisioning::provision_tenant;
 use crate::db::tenancy::CompanyId;
 use crate::error::{AppError, FieldErrors, is_unique_violation};
@@ -129,7 +130,7 @@ pub async fn register(db: &Db, keys: &JwtKeys, new: NewCompany) -> Result<Regist
         })?;
     let (slug, tier): (String, String) = (row.get(0), row.get(1));
 
-    provision_tenant(&tx, db.naming(), &tenant).await?;
+    provision_tenant(&tx, db.naming(), &tenant, &TenantMigrations::embedded()).await?;
 
     let user_id = Uuid::now_v7();
     tx.execute(

@@ -1,7 +1,7 @@
 //! The tenant migration orchestrator: skips tenants that are up to date, isolates
 //! failures, and resumes on a re-run.
 
-use estate::db::migrations::latest_tenant_version;
+use estate::db::migrations::{TenantMigrations, latest_tenant_version};
 use estate::db::tenancy::{CompanyId, SchemaName};
 use estate::tenants;
 
@@ -15,7 +15,9 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
     let behind = app.register("Behind").await;
     let broken = app.register("Broken").await;
 
-    let first = tenants::migrate_all(db, 4, false).await.unwrap();
+    let first = tenants::migrate_all(db, &TenantMigrations::embedded(), 4, false)
+        .await
+        .unwrap();
     assert_eq!(
         (
             first.total,
@@ -42,7 +44,9 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
         .await
         .unwrap();
 
-    let second = tenants::migrate_all(db, 4, false).await.unwrap();
+    let second = tenants::migrate_all(db, &TenantMigrations::embedded(), 4, false)
+        .await
+        .unwrap();
     assert_eq!(
         (second.total, second.up_to_date, second.migrated),
         (3, 1, 1)
@@ -80,7 +84,9 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
         ))
         .await
         .unwrap();
-    let third = tenants::migrate_all(db, 4, false).await.unwrap();
+    let third = tenants::migrate_all(db, &TenantMigrations::embedded(), 4, false)
+        .await
+        .unwrap();
     assert_eq!(
         (
             third.total,
@@ -96,4 +102,52 @@ async fn migrate_skips_up_to_date_tenants_isolates_failures_and_resumes() {
             .status(),
         200
     );
+}
+
+/// A new tenant migration reaches every tenant (column and index), is recorded in each
+/// schema's history and the registry, and a re-run does nothing.
+#[tokio::test]
+async fn a_new_migration_reaches_every_tenant_once() {
+    let app = spawn_app().await;
+    let db = &app.state.db;
+    let a = app.register("First").await;
+    let b = app.register("Second").await;
+    let next = latest_tenant_version() + 1;
+    let set = TenantMigrations::embedded()
+        .and_then(
+            &format!("V{next}__estate_note"),
+            "ALTER TABLE estates ADD COLUMN note text;
+             CREATE INDEX estates_note ON estates (note);",
+        )
+        .unwrap();
+
+    let run = tenants::migrate_all(db, &set, 4, false).await.unwrap();
+    assert_eq!((run.total, run.migrated, run.failed.len()), (2, 2, 0));
+    let client = app.database.client().await;
+    for t in [&a, &b] {
+        let schema = SchemaName::for_company(CompanyId(t.company_id));
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT max(version) FROM {s}.refinery_schema_history),
+                            to_regclass('{n}.estates_note') IS NOT NULL,
+                            (SELECT schema_version FROM tenants WHERE company_id = $1)",
+                    s = schema.quoted(),
+                    n = schema.as_str()
+                ),
+                &[&t.company_id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), next);
+        assert!(row.get::<_, bool>(1), "the index exists");
+        assert_eq!(row.get::<_, i32>(2), next);
+    }
+    // The API still serves the migrated tenant.
+    assert_eq!(
+        app.get("/api/v1/estates", &a.access_token).await.status(),
+        200
+    );
+    let again = tenants::migrate_all(db, &set, 4, false).await.unwrap();
+    assert_eq!((again.up_to_date, again.migrated), (2, 0));
 }

@@ -2,7 +2,7 @@
 //! applying `tenant_migrations/` one by one builds.
 
 use estate::db::Db;
-use estate::db::migrations::{apply_tenant_migrations, latest_tenant_version};
+use estate::db::migrations::{TenantMigrations, apply_tenant_migrations, latest_tenant_version};
 use estate::db::provisioning::{migration_settings_sql, role_and_schema_sql};
 use estate::db::tenancy::{CompanyId, Tenant};
 use serde_json::json;
@@ -135,9 +135,14 @@ async fn fast_provisioning_builds_the_schema_that_migrating_one_by_one_builds() 
     tx.batch_execute(&migration_settings_sql(&slow_tenant))
         .await
         .unwrap();
-    let version = apply_tenant_migrations(&tx, &slow_tenant.schema, false)
-        .await
-        .unwrap();
+    let version = apply_tenant_migrations(
+        &tx,
+        &slow_tenant.schema,
+        &TenantMigrations::embedded(),
+        false,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(version, latest_tenant_version());
 
