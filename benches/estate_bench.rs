@@ -12,7 +12,6 @@
 //!
 //! It makes its own database and drops it (and its roles) at the end.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use estate::api::ApiState;
@@ -26,6 +25,9 @@ use estate::rate_limit::Subject;
 use estate::startup::Application;
 use uuid::Uuid;
 
+mod support;
+use support::{SECRET, env_or, percentile, run_wrk, settle};
+
 /// mimalloc: the request path allocates many small objects (JSON, rows); the system
 /// allocator spent ~13% of the machine's CPU under load.
 #[global_allocator]
@@ -36,69 +38,11 @@ const TENANTS_SERVED: usize = 100;
 const ESTATES_PER_TENANT: usize = 20;
 const PROPERTY_TENANTS: usize = 10;
 const PROPERTIES_PER_TENANT: usize = 10_000;
-const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
 
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes --bench; nothing to filter here.
-    let server = env_or("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432");
-    let name = format!("estate_b_{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let root = admin(&format!("{server}/postgres")).await;
-    root.batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-
-    let vars: HashMap<String, String> = [
-        ("DATABASE_URL", format!("{server}/{name}")),
-        ("BIND_ADDR", "127.0.0.1:0".into()),
-        ("JWT_SECRET", SECRET.into()),
-        ("DATABASE_POOL_SIZE", env_or("BENCH_POOL_SIZE", "32")),
-        ("RATE_LIMITS", "off".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = Config::from_vars(&vars).unwrap();
-    let result = std::panic::AssertUnwindSafe(run(&config));
-    let outcome = futures::FutureExt::catch_unwind(result).await;
-
-    // Clean up whatever happened.
-    root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .await
-        .unwrap();
-    for role in root
-        .query(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
-            &[&config.tenancy.role_prefix()],
-        )
-        .await
-        .unwrap()
-    {
-        let role: String = role.get(0);
-        root.batch_execute(&format!("DROP ROLE \"{role}\""))
-            .await
-            .unwrap();
-    }
-    if outcome.is_err() {
-        std::process::exit(1);
-    }
+    support::with_database(&[], |config| async move { run(&config).await }).await;
 }
 
 async fn run(config: &Config) {
@@ -390,71 +334,4 @@ async fn serve_with_state(config: &Config) -> (String, std::sync::Arc<ApiState>)
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     (format!("http://{addr}"), state)
-}
-
-/// Loads the server from wrk (a separate process) with `requests` (token, path) in turn,
-/// and prints requests/s, p50 and p99.
-async fn run_wrk(url: &str, label: &str, requests: &[(String, String)], duration: &str) {
-    let script = std::env::temp_dir().join(format!("estate-bench-{}.lua", std::process::id()));
-    let list: Vec<String> = requests
-        .iter()
-        .map(|(token, path)| format!("{{ \"{token}\", \"{path}\" }}"))
-        .collect();
-    std::fs::write(
-        &script,
-        format!(
-            "requests = {{ {} }}\ncounter = math.random(1, #requests)\n\
-             request = function()\n  counter = counter % #requests + 1\n  local r = requests[counter]\n  \
-             return wrk.format(\"GET\", r[2], {{ [\"Authorization\"] = \"Bearer \" .. r[1] }})\nend\n\
-             response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status) end\nend\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
-    let connections = env_or("BENCH_CONNECTIONS", "64");
-    let wrk = |d: &str| {
-        tokio::process::Command::new("wrk")
-            .args(["-t2", "-c", &connections, "-d", d, "--latency", "-s"])
-            .arg(&script)
-            .arg(url)
-            .output()
-    };
-    // Warm up connections and statement caches, then measure.
-    let _ = wrk("3s").await;
-    let output = wrk(duration).await;
-    let _ = std::fs::remove_file(&script);
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => {
-            println!("{label}: wrk not runnable ({e}); install it with `apt-get install wrk`");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    let field = |prefix: &str| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_string()
-    };
-    let errors = text
-        .lines()
-        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
-    println!(
-        "{label}, {connections} connections: {} requests/s, p50 {}, p99 {}{}",
-        field("Requests/sec:"),
-        field("50%"),
-        field("99%"),
-        errors
-            .map(|e| format!(" ({})", e.trim()))
-            .unwrap_or_default()
-    );
-}
-
-/// Statistics for the planner, and the provisioning's WAL flushed now rather than by a
-/// checkpoint in the middle of the read load.
-async fn settle(db: &Db) {
-    let conn = db.shared().await.unwrap();
-    conn.batch_execute("ANALYZE; CHECKPOINT").await.unwrap();
 }

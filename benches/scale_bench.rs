@@ -1,0 +1,676 @@
+//! The scale suite (issue 6, SPEC §8), run with `scripts/bench-scale` and documented in
+//! BENCHMARKS.md: on a database of its own it provisions 1,000 and then 10,000 tenants and
+//! prints a table of
+//!
+//! a. provisioning: ms per tenant as the 1,000th is reached (role, schema, tables, history,
+//!    registry; no password hash), and registration end to end over HTTP;
+//! b. migration fan-out: one new tenant migration (a column and an index) over 1,000 and
+//!    over 10,000 schemas, and the run with nothing to do;
+//! c. API throughput of the authenticated estates list spread evenly over 10, 1,000 and
+//!    10,000 tenants, from wrk in its own process against `estate serve` in its own;
+//! d. the physical limit beside it: the same SQL over a pool of the same size, with no HTTP,
+//!    auth or tenancy, and the ratio of the two;
+//! e. the server's resident memory and PostgreSQL's backend memory at 10,000 tenants.
+//!
+//! `BENCH_TENANTS` (10000) and `BENCH_FIRST_TENANTS` (1000) scale it down for a quick look.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use estate::auth::jwt::JwtKeys;
+use estate::config::{Config, Secret};
+use estate::db::Db;
+use estate::db::migrations::{TenantMigrations, latest_tenant_version, migrate_shared};
+use estate::db::provisioning::provision_tenant;
+use estate::db::tenancy::{CompanyId, SchemaName};
+use estate::tenants::migrate_all;
+use futures::StreamExt;
+use uuid::Uuid;
+
+mod support;
+use support::{Load, SECRET, env_or, mean, percentile, run_wrk, settle, with_database};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ESTATES_PER_TENANT: i32 = 20;
+const REGISTRATIONS: usize = 30;
+/// Tenants provisioned at once past the first thousand (not timed: only filling).
+const FILL_CONCURRENCY: usize = 4;
+const MIGRATION_CONCURRENCY: usize = 8;
+/// The list query of `GET /api/v1/estates` with its defaults (`-created_at`, 20 a page).
+const LIST_SQL: &str = "SELECT id, name, location, description, status, created_by, created_at, \
+     updated_at, count(*) OVER () FROM {schema}.estates WHERE true \
+     ORDER BY created_at DESC, id DESC LIMIT 20 OFFSET 0";
+
+#[tokio::main]
+async fn main() {
+    with_database(&[], |config| async move { run(config).await }).await;
+}
+
+/// The table's lines, printed again together at the end.
+#[derive(Default)]
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn add(&mut self, what: impl Into<String>, figure: impl Into<String>) {
+        let (what, figure) = (what.into(), figure.into());
+        println!("{what}: {figure}");
+        self.0.push((what, figure));
+    }
+
+    fn print(&self) {
+        let width = self
+            .0
+            .iter()
+            .map(|(w, _)| w.chars().count())
+            .max()
+            .unwrap_or(0);
+        println!("\n| {:<width$} | figure |", "measure");
+        println!("|{}|--------|", "-".repeat(width + 2));
+        for (what, figure) in &self.0 {
+            println!("| {what:<width$} | {figure} |");
+        }
+    }
+}
+
+struct Served {
+    company: CompanyId,
+    user: Uuid,
+    token: String,
+}
+
+async fn run(config: Config) {
+    let total: usize = env_or("BENCH_TENANTS", "10000").parse().unwrap();
+    let first: usize = env_or("BENCH_FIRST_TENANTS", "1000").parse().unwrap();
+    let duration = env_or("BENCH_DURATION", "15s");
+    let mut table = Table::default();
+    migrate_shared(config.database_url.expose(), config.tenancy.group_role())
+        .await
+        .unwrap();
+    // With the verdict statements prepared on each connection, as the server's pool has.
+    let db = Db::connect_with(&config, estate::auth::verdict::connection_setup()).unwrap();
+    let keys = JwtKeys::new(&Secret::new(SECRET)).unwrap();
+
+    // a. Provisioning, one tenant at a time as registrations come, up to the thousandth.
+    let embedded = TenantMigrations::embedded();
+    let mut tenants = Vec::with_capacity(total);
+    let mut times = Vec::with_capacity(first);
+    for i in 0..first {
+        let started = Instant::now();
+        tenants.push(provision(&db, &embedded, i).await);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let last_hundred = &times[first.saturating_sub(100)..];
+    let mut sorted = last_hundred.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    table.add(
+        format!(
+            "a. provisioning, tenants {}–{first}: mean / p95 per tenant",
+            first.saturating_sub(100) + 1
+        ),
+        format!(
+            "{:.1} ms / {:.1} ms",
+            mean(last_hundred),
+            percentile(&sorted, 0.95)
+        ),
+    );
+    table.add(
+        format!("a. provisioning, all {first}: mean per tenant"),
+        format!("{:.1} ms", mean(&times)),
+    );
+
+    let server = Server::start(&config).await;
+    let registrations = register(&server.url, REGISTRATIONS).await;
+    let mut sorted = registrations.clone();
+    sorted.sort_by(f64::total_cmp);
+    table.add(
+        format!("a. registration end to end (HTTP, argon2 hash, provisioning), {REGISTRATIONS} at ~{first} tenants: mean / p95"),
+        format!("{:.1} ms / {:.1} ms", mean(&registrations), percentile(&sorted, 0.95)),
+    );
+
+    // b. One new migration over the first thousand, then nothing to do.
+    let next = latest_tenant_version() + 1;
+    let with_column = embedded
+        .and_then(
+            &format!("V{next}__bench_estate_note"),
+            "ALTER TABLE estates ADD COLUMN bench_note text;
+             CREATE INDEX estates_bench_note ON estates (bench_note);",
+        )
+        .unwrap();
+    fan_out(&db, &with_column, &mut table, tenants.len() + REGISTRATIONS).await;
+
+    // c, d at 10 and at 1,000 tenants.
+    let mut served = seed(&db, &keys, &tenants).await;
+    settle(&db).await;
+    let mut loads = Vec::new();
+    for n in [10, first] {
+        loads.push(
+            throughput(
+                &db,
+                &server,
+                &served[..n.min(served.len())],
+                &duration,
+                &mut table,
+            )
+            .await,
+        );
+    }
+
+    // Fill up to `total` (already at the new version), then one more migration over all.
+    let filling = Instant::now();
+    let more = fill(&db, &with_column, first, total).await;
+    let filled = more.len();
+    tenants.extend(more);
+    println!(
+        "filled {filled} more tenants in {:.0} s ({FILL_CONCURRENCY} at once)",
+        filling.elapsed().as_secs_f64()
+    );
+    served.extend(seed(&db, &keys, &tenants[first..]).await);
+    let with_index = with_column
+        .and_then(
+            &format!("V{}__bench_estate_note_again", next + 1),
+            "ALTER TABLE estates ADD COLUMN bench_note_2 text;
+             CREATE INDEX estates_bench_note_2 ON estates (bench_note_2);",
+        )
+        .unwrap();
+    fan_out(&db, &with_index, &mut table, tenants.len() + REGISTRATIONS).await;
+    settle(&db).await;
+
+    // c, d at 10,000, and e.
+    loads.push(throughput(&db, &server, &served, &duration, &mut table).await);
+    let (p99_small, p99_large) = (loads[0].p99_ms, loads[loads.len() - 1].p99_ms);
+    table.add(
+        format!("c. p99 at {} tenants ÷ p99 at 10 tenants", served.len()),
+        format!("{:.2}", p99_large / p99_small),
+    );
+    table.add(
+        format!(
+            "e. server resident memory after serving {} tenants",
+            served.len()
+        ),
+        server.rss(),
+    );
+    table.add(
+        "e. PostgreSQL backends of this database: private memory, sum / largest",
+        backend_memory(&db).await,
+    );
+    drop(server);
+    table.print();
+}
+
+/// Company row and tenant, in one transaction, as registration does (without the owner's
+/// password hash).
+async fn provision(db: &Db, migrations: &TenantMigrations, i: usize) -> CompanyId {
+    let company = CompanyId(Uuid::now_v7());
+    let tenant = db.naming().tenant(company);
+    let mut conn = db.shared().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO companies (id, name, slug) VALUES ($1, $2, $3)",
+        &[&company.0, &format!("Bench {i}"), &format!("bench-{i}")],
+    )
+    .await
+    .unwrap();
+    provision_tenant(&tx, db.naming(), &tenant, migrations)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    company
+}
+
+async fn fill(db: &Db, migrations: &TenantMigrations, from: usize, to: usize) -> Vec<CompanyId> {
+    futures::stream::iter(from..to)
+        .map(|i| provision(db, migrations, i))
+        .buffer_unordered(FILL_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Times a run that applies `migrations`' last one to every tenant, then a run with nothing
+/// to do.
+async fn fan_out(db: &Db, migrations: &TenantMigrations, table: &mut Table, expected: usize) {
+    let started = Instant::now();
+    let run = migrate_all(db, migrations, MIGRATION_CONCURRENCY, false)
+        .await
+        .unwrap();
+    let applied = started.elapsed().as_secs_f64();
+    assert!(run.failed.is_empty(), "{:?}", run.failed);
+    assert_eq!(run.migrated, expected);
+    table.add(
+        format!(
+            "b. one new migration (column + index) over {} tenants, {MIGRATION_CONCURRENCY} at once",
+            run.migrated
+        ),
+        format!("{applied:.2} s"),
+    );
+    let started = Instant::now();
+    let noop = migrate_all(db, migrations, MIGRATION_CONCURRENCY, false)
+        .await
+        .unwrap();
+    assert_eq!(noop.migrated, 0);
+    table.add(
+        format!("b. migrate with nothing to do over {} tenants", noop.total),
+        format!("{:.3} s", started.elapsed().as_secs_f64()),
+    );
+}
+
+/// An owner and 20 estates in each tenant, and the owner's token.
+async fn seed(db: &Db, keys: &JwtKeys, tenants: &[CompanyId]) -> Vec<Served> {
+    futures::stream::iter(tenants)
+        .map(|company| async move {
+            let conn = db.shared().await.unwrap();
+            let user = Uuid::now_v7();
+            let schema = db.naming().tenant(*company).schema;
+            conn.execute(
+                "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
+                 VALUES ($1, $2, $3, 'Bench', 'not-a-hash', 'owner')",
+                &[&user, &company.0, &format!("{user}@bench.example")],
+            )
+            .await
+            .unwrap();
+            conn.execute(
+                &format!(
+                    "INSERT INTO {}.estates (id, name, location, description, status, created_by)
+                     SELECT gen_random_uuid(), 'Estate ' || n, 'Lagos', 'Plots near the lagoon', 'active', $1
+                     FROM generate_series(1, $2::int) AS n",
+                    schema.quoted()
+                ),
+                &[&user, &ESTATES_PER_TENANT],
+            )
+            .await
+            .unwrap();
+            Served {
+                company: *company,
+                user,
+                token: keys.issue(user, company.0, "owner", None).unwrap().0,
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+/// c and d over `served`: wrk against the server, then the same SQL straight over a pool.
+async fn throughput(
+    db: &Db,
+    server: &Server,
+    served: &[Served],
+    duration: &str,
+    table: &mut Table,
+) -> Load {
+    let n = served.len();
+    let requests: Vec<(String, String)> = served
+        .iter()
+        .map(|s| (s.token.clone(), "/api/v1/estates".to_string()))
+        .collect();
+    let label = format!("GET /api/v1/estates over {n} tenants");
+    let before = (Instant::now(), cpu_by_program(server.child.id()));
+    let api = run_wrk(&server.url, &label, &requests, duration).await;
+    let used = cpu_by_program(server.child.id());
+    let wall = before.0.elapsed().as_secs_f64();
+    let share = |name: &str| {
+        (used.get(name).copied().unwrap_or(0.0) - before.1.get(name).copied().unwrap_or(0.0)) / wall
+    };
+    table.add(
+        format!("c. cores busy during the API load over {n} tenants"),
+        format!(
+            "server {:.2}, PostgreSQL {:.2}, wrk and the rest {:.2}",
+            share("server"),
+            share("postgres"),
+            share("busy") - share("server") - share("postgres")
+        ),
+    );
+    table.add(
+        format!("c. API over {n} tenants: requests/s, p50, p99"),
+        format!(
+            "{:.0}/s, {:.2} ms, {:.2} ms{}",
+            api.requests_per_sec,
+            api.p50_ms,
+            api.p99_ms,
+            if api.errors > 0 {
+                format!(" ({} errors)", api.errors)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let schemas: Vec<SchemaName> = served
+        .iter()
+        .map(|s| db.naming().tenant(s.company).schema)
+        .collect();
+    let limit = physical_limit(db, &schemas, parse_duration(duration)).await;
+    table.add(
+        format!("d. same SQL, same pool size, no HTTP/auth/tenancy, over {n} tenants"),
+        format!(
+            "{:.0}/s, {:.2} ms, {:.2} ms",
+            limit.requests_per_sec, limit.p50_ms, limit.p99_ms
+        ),
+    );
+    let tenancy = database_work(db, served, parse_duration(duration)).await;
+    table.add(
+        format!(
+            "d. the API's database work alone (guarded tenant transaction, list), over {n} tenants"
+        ),
+        format!(
+            "{:.0}/s, {:.2} ms, {:.2} ms",
+            tenancy.requests_per_sec, tenancy.p50_ms, tenancy.p99_ms
+        ),
+    );
+    table.add(
+        format!("d. API ÷ limit at {n} tenants"),
+        format!(
+            "{:.0}%",
+            100.0 * api.requests_per_sec / limit.requests_per_sec
+        ),
+    );
+    api
+}
+
+fn parse_duration(text: &str) -> Duration {
+    let secs = text.trim_end_matches('s').parse::<u64>().unwrap_or(15);
+    Duration::from_secs(secs)
+}
+
+/// What a request to the list does in the database, through the same code, without HTTP:
+/// the tenant transaction with the session verdict, search path and role, the list query,
+/// the read-only commit. Between the API and the physical limit, it shows where the
+/// difference goes.
+async fn database_work(db: &Db, served: &[Served], duration: Duration) -> Load {
+    use estate::auth::{Principal, Role, permissions::Operation, verdict};
+    use estate::domain::estates::{DEFAULT_ORDERING, EstateFilter, list};
+    use estate::domain::listing::{DEFAULT_PAGE_SIZE, PageRequest};
+    let principals: Arc<Vec<Principal>> = Arc::new(
+        served
+            .iter()
+            .map(|s| Principal {
+                user_id: s.user,
+                company: s.company,
+                role: Role::Owner,
+                jti: Uuid::new_v4(),
+                session: None,
+                token_expires_at: i64::MAX,
+                origin: Default::default(),
+                machine: None,
+            })
+            .collect(),
+    );
+    let rule = Operation::EstatesList.rule();
+    let db = db.clone();
+    drive(duration, move |i| {
+        let (db, principals) = (db.clone(), principals.clone());
+        async move {
+            let p = &principals[i % principals.len()];
+            let mut tx = db
+                .guarded_tenant_tx(p.company, verdict::guard(p, rule))
+                .await
+                .unwrap();
+            let filter = EstateFilter {
+                search: None,
+                status: None,
+                created_after: None,
+                created_before: None,
+                ids: None,
+                ordering: DEFAULT_ORDERING,
+                page: PageRequest {
+                    page: 1,
+                    page_size: DEFAULT_PAGE_SIZE,
+                },
+            };
+            list(&mut tx, &filter).await.unwrap();
+            tx.commit_read_only().unwrap();
+        }
+    })
+    .await
+}
+
+/// Runs `one(i)` from as many tasks as wrk has connections, for `duration` after a
+/// 3-second warm-up; answers the rate and latencies.
+async fn drive<F, Fut>(duration: Duration, one: F) -> Load
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let connections: usize = env_or("BENCH_CONNECTIONS", "64").parse().unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let round = |until: Instant| {
+        let tasks = (0..connections).map(|_| {
+            let (one, next) = (one.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let started = Instant::now();
+                    one(i).await;
+                    latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        });
+        futures::future::join_all(tasks)
+    };
+    round(Instant::now() + Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let mut all: Vec<f64> = round(started + duration)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Load {
+        requests_per_sec: all.len() as f64 / elapsed,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+        errors: 0,
+    }
+}
+
+/// The list's SQL sent as the server's pool would, with the schema named in it instead of
+/// chosen by a tenant transaction: as many at once as wrk's connections, for `duration`.
+async fn physical_limit(db: &Db, schemas: &[SchemaName], duration: Duration) -> Load {
+    let sql: Arc<Vec<String>> = Arc::new(
+        schemas
+            .iter()
+            .map(|s| LIST_SQL.replace("{schema}", &s.quoted()))
+            .collect(),
+    );
+    let pool = db.pool().clone();
+    drive(duration, move |i| {
+        let (pool, sql) = (pool.clone(), sql.clone());
+        async move {
+            let conn = pool.get().await.unwrap();
+            conn.simple_query(&sql[i % sql.len()]).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Registers `n` companies over HTTP; answers each one's latency in ms.
+async fn register(url: &str, n: usize) -> Vec<f64> {
+    let http = reqwest::Client::new();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = serde_json::json!({
+            "company_name": format!("Registered {i}"),
+            "email": format!("owner-{}@bench.example", Uuid::new_v4().simple()),
+            "password": "a long enough bench password",
+            "full_name": "Owner",
+        });
+        let started = Instant::now();
+        let resp = http
+            .post(format!("{url}/api/v1/auth/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            201,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times
+}
+
+/// `estate serve` in its own process, on the benchmark's database.
+struct Server {
+    url: String,
+    child: std::process::Child,
+}
+
+impl Server {
+    async fn start(config: &Config) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_estate"))
+            .arg("serve")
+            .env("DATABASE_URL", config.database_url.expose())
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("JWT_SECRET", SECRET)
+            .env("DATABASE_POOL_SIZE", config.database_pool_size.to_string())
+            .env("RATE_LIMITS", "off")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start estate serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(r) = http.get(format!("{url}/health")).send().await
+                    && r.status().is_success()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        ready.expect("the server answers /health");
+        Server { url, child }
+    }
+
+    /// VmRSS of the server process.
+    fn rss(&self) -> String {
+        proc_status(self.child.id(), "VmRSS:")
+            .map(|kb| format!("{:.1} MB", kb as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a".into())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds used so far by the server, by every PostgreSQL process, and by all
+/// programs (`busy`), read from /proc (Linux): where the cores go under load.
+fn cpu_by_program(server: u32) -> std::collections::HashMap<&'static str, f64> {
+    let mut used = std::collections::HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return used;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: comm may hold spaces, so split after its closing bracket.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after comm.
+        let ticks: f64 = fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0);
+        let program = if pid == server {
+            "server"
+        } else if comm == "postgres" {
+            "postgres"
+        } else {
+            continue;
+        };
+        // Clock ticks are 1/100 s on Linux.
+        *used.entry(program).or_insert(0.0) += ticks / 100.0;
+    }
+    // Every core's busy time, from which the rest (wrk, which has exited by the time of
+    // the second reading, and anything else) follows.
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat")
+        && let Some(cpu) = stat.lines().next()
+    {
+        let f: Vec<f64> = cpu
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        if f.len() >= 5 {
+            let busy = f.iter().sum::<f64>() - f[3] - f[4];
+            used.insert("busy", busy / 100.0);
+        }
+    }
+    used
+}
+
+/// A `kB` field of /proc/PID/status.
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The private (anonymous) memory of this database's client backends: caches of catalog
+/// rows, relations and plans, which grow with the tenants a connection has served. Read
+/// from /proc, so only when PostgreSQL runs on this machine.
+async fn backend_memory(db: &Db) -> String {
+    let pids: Vec<i32> = db
+        .shared()
+        .await
+        .unwrap()
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let sizes: Vec<u64> = pids
+        .iter()
+        .filter_map(|pid| proc_status(*pid as u32, "RssAnon:"))
+        .collect();
+    if sizes.is_empty() {
+        return "n/a (PostgreSQL is not on this machine)".into();
+    }
+    format!(
+        "{:.0} MB / {:.1} MB over {} backends",
+        sizes.iter().sum::<u64>() as f64 / 1024.0,
+        *sizes.iter().max().unwrap_or(&0) as f64 / 1024.0,
+        sizes.len()
+    )
+}

@@ -1,0 +1,204 @@
+//! What both benchmark programs need: a database of their own (dropped with its roles at
+//! the end), wrk as the load generator in its own process, and percentiles.
+
+#![allow(dead_code)] // each benchmark uses part of it
+
+use std::collections::HashMap;
+
+use estate::config::Config;
+use estate::db::Db;
+use uuid::Uuid;
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+pub async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// The value at `p` (0..1) of `sorted`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+pub const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+/// Runs `run` on a database made for it, then drops the database and its tenant roles
+/// whatever happened; exits 1 if `run` panicked.
+pub async fn with_database<F, Fut>(extra: &[(&str, String)], run: F)
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let server = env_or("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432");
+    let name = format!("estate_b_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let root = admin(&format!("{server}/postgres")).await;
+    root.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", format!("{server}/{name}")),
+        ("BIND_ADDR", "127.0.0.1:0".into()),
+        ("JWT_SECRET", SECRET.into()),
+        ("DATABASE_POOL_SIZE", env_or("BENCH_POOL_SIZE", "32")),
+        ("RATE_LIMITS", "off".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.clone());
+    }
+    let config = Config::from_vars(&vars).unwrap();
+    let prefix = config.tenancy.role_prefix().to_string();
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run(config))).await;
+
+    root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    // Many thousands of roles: dropped in batches, each one statement.
+    let roles: Vec<String> = root
+        .query(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for chunk in roles.chunks(500) {
+        let list: Vec<String> = chunk.iter().map(|r| format!("\"{r}\"")).collect();
+        root.batch_execute(&format!("DROP ROLE {}", list.join(", ")))
+            .await
+            .unwrap();
+    }
+    if outcome.is_err() {
+        std::process::exit(1);
+    }
+}
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Non-2xx answers and socket errors.
+    pub errors: u64,
+}
+
+/// wrk's latency figures carry their unit: `850.00us`, `22.81ms`, `1.02s`.
+fn millis(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (text, f64::NAN)
+    };
+    number
+        .parse::<f64>()
+        .map(|n| n * factor)
+        .unwrap_or(f64::NAN)
+}
+
+/// Loads the server from wrk (a separate process) with `requests` (token, path) in turn,
+/// prints requests/s, p50 and p99 under `label`, and answers them.
+pub async fn run_wrk(
+    url: &str,
+    label: &str,
+    requests: &[(String, String)],
+    duration: &str,
+) -> Load {
+    let script = std::env::temp_dir().join(format!("estate-bench-{}.lua", std::process::id()));
+    let list: Vec<String> = requests
+        .iter()
+        .map(|(token, path)| format!("{{ \"{token}\", \"{path}\" }}"))
+        .collect();
+    std::fs::write(
+        &script,
+        format!(
+            "requests = {{ {} }}\ncounter = math.random(1, #requests)\n\
+             request = function()\n  counter = counter % #requests + 1\n  local r = requests[counter]\n  \
+             return wrk.format(\"GET\", r[2], {{ [\"Authorization\"] = \"Bearer \" .. r[1] }})\nend\n\
+             response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status) end\nend\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let connections = env_or("BENCH_CONNECTIONS", "64");
+    let wrk = |d: &str| {
+        tokio::process::Command::new("wrk")
+            .args(["-t2", "-c", &connections, "-d", d, "--latency", "-s"])
+            .arg(&script)
+            .arg(url)
+            .output()
+    };
+    // Warm up connections and statement caches, then measure.
+    let _ = wrk("3s").await;
+    let output = wrk(duration).await;
+    let _ = std::fs::remove_file(&script);
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => {
+            println!("{label}: wrk not runnable ({e}); install it with `apt-get install wrk`");
+            return Load::default();
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let count_after = |marker: &str| -> u64 {
+        text.lines()
+            .find(|l| l.contains(marker))
+            .map(|l| {
+                l.split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let load = Load {
+        requests_per_sec: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_ms: millis(&field("50%")),
+        p99_ms: millis(&field("99%")),
+        errors: count_after("Non-2xx") + count_after("Socket errors"),
+    };
+    println!(
+        "{label}, {connections} connections: {:.2} requests/s, p50 {:.2}ms, p99 {:.2}ms{}",
+        load.requests_per_sec,
+        load.p50_ms,
+        load.p99_ms,
+        if load.errors > 0 {
+            format!(" ({} errors)", load.errors)
+        } else {
+            String::new()
+        }
+    );
+    load
+}
+
+/// Statistics for the planner, and the seeding's WAL flushed now rather than by a
+/// checkpoint in the middle of the read load.
+pub async fn settle(db: &Db) {
+    let conn = db.shared().await.unwrap();
+    conn.batch_execute("ANALYZE; CHECKPOINT").await.unwrap();
+}
