@@ -160,7 +160,7 @@ impl Config {
             .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
 
         let database_pool_size = match get("DATABASE_POOL_SIZE") {
-            None => 16,
+            None => 8,
             Some(v) => v
                 .parse::<usize>()
                 .ok()

@@ -1,6 +1,7 @@
 //! PostgreSQL access: the connection pool, the shared-schema handle, and (in [`tenancy`])
 //! the only handle that reaches tenant tables.
 
+pub mod citus;
 pub mod migrations;
 pub mod provisioning;
 pub mod tenancy;
