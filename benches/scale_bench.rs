@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use estate::auth::jwt::JwtKeys;
 use estate::config::{Config, Secret};
-use estate::db::Db;
 use estate::db::migrations::{TenantMigrations, latest_tenant_version, migrate_shared};
 use estate::db::provisioning::provision_tenant;
 use estate::db::tenancy::{CompanyId, SchemaName};
+use estate::db::{Db, Layout};
 use estate::tenants::migrate_all;
 use futures::StreamExt;
 use uuid::Uuid;
@@ -90,8 +90,16 @@ async fn run(config: Config) {
     migrate_shared(config.database_url.expose(), config.tenancy.group_role())
         .await
         .unwrap();
-    // With the verdict statements prepared on each connection, as the server's pool has.
-    let db = Db::connect_with(&config, estate::auth::verdict::connection_setup()).unwrap();
+    // One pool of the server's size for provisioning and for the physical limit; and the
+    // server's own layout (tenant lanes, verdict statements prepared on each connection)
+    // for its database work alone.
+    let db = Db::connect(&config).unwrap();
+    let server_db = Db::connect_with(
+        &config,
+        estate::auth::verdict::connection_setup(),
+        Layout::TenantLanes,
+    )
+    .unwrap();
     let keys = JwtKeys::new(&Secret::new(SECRET)).unwrap();
 
     // a. Provisioning, one tenant at a time as registrations come, up to the thousandth.
@@ -150,6 +158,7 @@ async fn run(config: Config) {
         loads.push(
             throughput(
                 &db,
+                &server_db,
                 &server,
                 &served[..n.min(served.len())],
                 &duration,
@@ -180,7 +189,7 @@ async fn run(config: Config) {
     settle(&db).await;
 
     // c, d at 10,000, and e.
-    loads.push(throughput(&db, &server, &served, &duration, &mut table).await);
+    loads.push(throughput(&db, &server_db, &server, &served, &duration, &mut table).await);
     let (p99_small, p99_large) = (loads[0].p99_ms, loads[loads.len() - 1].p99_ms);
     table.add(
         format!("c. p99 at {} tenants ÷ p99 at 10 tenants", served.len()),
@@ -296,6 +305,7 @@ async fn seed(db: &Db, keys: &JwtKeys, tenants: &[CompanyId]) -> Vec<Served> {
 /// c and d over `served`: wrk against the server, then the same SQL straight over a pool.
 async fn throughput(
     db: &Db,
+    server_db: &Db,
     server: &Server,
     served: &[Served],
     duration: &str,
@@ -349,7 +359,7 @@ async fn throughput(
             limit.requests_per_sec, limit.p50_ms, limit.p99_ms
         ),
     );
-    let tenancy = database_work(db, served, parse_duration(duration)).await;
+    let tenancy = database_work(server_db, served, parse_duration(duration)).await;
     table.add(
         format!(
             "d. the API's database work alone (guarded tenant transaction, list), over {n} tenants"

@@ -12,7 +12,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::verdict;
 use crate::billing::subscriptions::Billing;
 use crate::config::{Config, JwtSecret};
-use crate::db::{Db, migrations};
+use crate::db::{Db, Layout, migrations};
 use crate::error::AppError;
 use crate::rate_limit::RateLimiter;
 use crate::tenants;
@@ -43,7 +43,8 @@ impl Application {
                 "JWT_SECRET is not set: using a random key, tokens will not survive a restart"
             );
         }
-        let db = Db::connect_with(config, verdict::connection_setup()).map_err(AppError::from)?;
+        let db = Db::connect_with(config, verdict::connection_setup(), Layout::TenantLanes)
+            .map_err(AppError::from)?;
         let jwt = JwtKeys::new(config.jwt_secret.secret())?;
         let redis = redis::Client::open(config.redis_url.expose())?;
         let billing = Billing::load(config, &db).await?;

@@ -7,9 +7,11 @@ pub mod provisioning;
 pub mod tenancy;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{
-    HookError, Manager, ManagerConfig, Object, Pool, PoolConfig, RecyclingMethod, Runtime,
+    HookError, Manager, ManagerConfig, Object, Pool, PoolConfig, PoolError, RecyclingMethod,
+    Runtime, Timeouts,
 };
 use tokio_postgres::NoTls;
 
@@ -57,56 +59,62 @@ impl DbError {
     }
 }
 
-/// The pool plus the naming rules for tenant schemas and roles.
+/// How a process lays out its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One pool for everything (workers, commands, tests of the shared schema).
+    Shared,
+    /// The API server's: a quarter of the connections for shared-schema work, the rest in
+    /// lanes of [`LANE_SIZE`], each tenant at home in one lane (see [`Db::tenant_tx`]).
+    TenantLanes,
+}
+
+/// Connections per lane: a tenant's requests run on two connections at once before they
+/// spill into other lanes.
+pub const LANE_SIZE: usize = 2;
+
+/// The pools plus the naming rules for tenant schemas and roles.
+///
+/// Why lanes: a PostgreSQL backend caches the catalog entries (schema, tables, indexes)
+/// of every tenant it has served and never lets them go; with every connection serving
+/// every tenant, at 10,000 tenants each backend held over a gigabyte and most requests
+/// met a connection that had not seen their tenant yet (BENCHMARKS.md). A tenant's
+/// transactions go to its home lane first, so each backend sees about one lane's share
+/// of the tenants. A busy lane does not make a tenant wait while another lane has a free
+/// connection.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    shared: Pool,
+    lanes: Arc<[Pool]>,
     naming: TenantNaming,
 }
 
 impl Db {
     pub fn connect(config: &Config) -> Result<Self, DbError> {
-        Self::connect_with(config, Vec::new())
+        Self::connect_with(config, Vec::new(), Layout::Shared)
     }
 
-    /// Like [`Db::connect`], and every new connection first runs `setup`: statements that
-    /// create session-lifetime objects the server relies on, such as the prepared
-    /// statement of a [`Guard`]. Never settings: those are transaction-local.
-    pub fn connect_with(config: &Config, setup: Vec<String>) -> Result<Self, DbError> {
-        let pg: tokio_postgres::Config = config
-            .database_url
-            .expose()
-            .parse()
-            .map_err(DbError::Postgres)?;
-        // Fast recycling is safe only because nothing ever sets session state on a pooled
-        // connection: tenant settings are transaction-local (see `tenancy`).
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+    /// Like [`Db::connect`], laid out as `layout` says, and every new connection first
+    /// runs `setup`: statements that create session-lifetime objects the server relies on,
+    /// such as the prepared statement of a [`Guard`]. Never settings: those are
+    /// transaction-local.
+    pub fn connect_with(
+        config: &Config,
+        setup: Vec<String>,
+        layout: Layout,
+    ) -> Result<Self, DbError> {
         let setup: Arc<[String]> = setup.into();
-        let pool = Pool::builder(manager)
-            .config(PoolConfig::new(config.database_pool_size))
-            .runtime(Runtime::Tokio1)
-            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
-                let setup = setup.clone();
-                Box::pin(async move {
-                    for sql in setup.iter() {
-                        client
-                            .batch_execute(sql)
-                            .await
-                            .map_err(HookError::Backend)?;
-                    }
-                    Ok(())
-                })
-            }))
-            .build()
-            .map_err(|e| DbError::PoolBuild(e.to_string()))?;
+        let size = config.database_pool_size;
+        let lanes = match layout {
+            Layout::Shared => 0,
+            Layout::TenantLanes => (size - size / 4) / LANE_SIZE,
+        };
+        let shared_size = size - lanes * LANE_SIZE;
         Ok(Db {
-            pool,
+            shared: build_pool(config, shared_size, setup.clone())?,
+            lanes: (0..lanes)
+                .map(|_| build_pool(config, LANE_SIZE, setup.clone()))
+                .collect::<Result<_, _>>()?,
             naming: config.tenancy.clone(),
         })
     }
@@ -118,14 +126,45 @@ impl Db {
     /// A connection for work on the shared schema (companies, users, tokens, registry).
     /// Tenant tables are not on its search path; use [`Db::tenant_tx`] for those.
     pub async fn shared(&self) -> Result<Object, DbError> {
-        Ok(self.pool.get().await?)
+        Ok(self.shared.get().await?)
+    }
+
+    /// A connection for `company`'s tenant work: a free one of its home lane, else a free
+    /// one of any other lane, else the next of its home lane to come free.
+    async fn tenant_connection(&self, company: CompanyId) -> Result<Object, DbError> {
+        if self.lanes.is_empty() {
+            return self.shared().await;
+        }
+        let home = lane_of(company, self.lanes.len());
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..Timeouts::default()
+        };
+        for i in 0..self.lanes.len() {
+            let lane = &self.lanes[(home + i) % self.lanes.len()];
+            match lane.timeout_get(&now).await {
+                Ok(conn) => return Ok(conn),
+                Err(PoolError::Timeout(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.lanes[home].get().await?)
+    }
+
+    /// The lane `company` is at home in, when this process has lanes.
+    pub fn home_lane(&self, company: CompanyId) -> Option<usize> {
+        (!self.lanes.is_empty()).then(|| lane_of(company, self.lanes.len()))
     }
 
     /// Opens the tenant-scoped transaction for a company. No round trip happens here: the
     /// `BEGIN`, `search_path` and `ROLE` settings travel with the first statement.
     pub async fn tenant_tx(&self, company: CompanyId) -> Result<TenantTx, DbError> {
         let tenant = self.naming.tenant(company);
-        Ok(TenantTx::new(self.pool.get().await?, tenant, None))
+        Ok(TenantTx::new(
+            self.tenant_connection(company).await?,
+            tenant,
+            None,
+        ))
     }
 
     /// A tenant transaction that goes on only if `guard` answers `ok` (see [`Guard`]).
@@ -135,15 +174,69 @@ impl Db {
         guard: Guard,
     ) -> Result<TenantTx, DbError> {
         let tenant = self.naming.tenant(company);
-        Ok(TenantTx::new(self.pool.get().await?, tenant, Some(guard)))
+        Ok(TenantTx::new(
+            self.tenant_connection(company).await?,
+            tenant,
+            Some(guard),
+        ))
     }
 
-    /// The pool itself, for the job worker (which works on the shared schema only).
+    /// The shared pool itself, for the job worker (which works on the shared schema only
+    /// and is laid out [`Layout::Shared`], so this is all its connections).
     pub fn pool(&self) -> &deadpool_postgres::Pool {
-        &self.pool
+        &self.shared
     }
 
+    /// Every pool's status, added up.
     pub fn pool_status(&self) -> deadpool_postgres::Status {
-        self.pool.status()
+        let mut total = self.shared.status();
+        for lane in self.lanes.iter() {
+            let s = lane.status();
+            total.max_size += s.max_size;
+            total.size += s.size;
+            total.available += s.available;
+            total.waiting += s.waiting;
+        }
+        total
     }
+}
+
+/// The home lane of `company` among `lanes`. Company ids are UUIDv7: the low bits are
+/// random, so tenants spread evenly.
+fn lane_of(company: CompanyId, lanes: usize) -> usize {
+    (company.0.as_u128() % lanes as u128) as usize
+}
+
+fn build_pool(config: &Config, size: usize, setup: Arc<[String]>) -> Result<Pool, DbError> {
+    let pg: tokio_postgres::Config = config
+        .database_url
+        .expose()
+        .parse()
+        .map_err(DbError::Postgres)?;
+    // Fast recycling is safe only because nothing ever sets session state on a pooled
+    // connection: tenant settings are transaction-local (see `tenancy`).
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .config(PoolConfig::new(size.max(1)))
+        .runtime(Runtime::Tokio1)
+        .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+            let setup = setup.clone();
+            Box::pin(async move {
+                for sql in setup.iter() {
+                    client
+                        .batch_execute(sql)
+                        .await
+                        .map_err(HookError::Backend)?;
+                }
+                Ok(())
+            })
+        }))
+        .build()
+        .map_err(|e| DbError::PoolBuild(e.to_string()))
 }

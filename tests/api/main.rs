@@ -13,6 +13,7 @@ mod fake_stripe;
 mod idempotency;
 mod isolation;
 mod jobs;
+mod lanes;
 mod metrics;
 mod migrations;
 mod oauth;
