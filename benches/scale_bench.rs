@@ -36,6 +36,8 @@ use support::{Load, SECRET, env_or, mean, percentile, run_wrk, settle, with_data
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ESTATES_PER_TENANT: i32 = 20;
+/// The server's `application_name`, to tell its backends from the benchmark's own.
+const SERVER_APP: &str = "estate-bench-server";
 const REGISTRATIONS: usize = 30;
 /// Tenants provisioned at once past the first thousand (not timed: only filling).
 const FILL_CONCURRENCY: usize = 4;
@@ -203,8 +205,12 @@ async fn run(config: Config) {
         server.rss(),
     );
     table.add(
-        "e. PostgreSQL backends of this database: private memory, sum / largest",
-        backend_memory(&db).await,
+        "e. PostgreSQL backends of the server: private memory, sum / largest",
+        backend_memory(&db, Some(SERVER_APP)).await,
+    );
+    table.add(
+        "e. all backends of the database (with the benchmark's own, which serve every tenant)",
+        backend_memory(&db, None).await,
     );
     drop(server);
     table.print();
@@ -542,7 +548,13 @@ impl Server {
             .port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_estate"))
             .arg("serve")
-            .env("DATABASE_URL", config.database_url.expose())
+            .env(
+                "DATABASE_URL",
+                format!(
+                    "{}?application_name={SERVER_APP}",
+                    config.database_url.expose()
+                ),
+            )
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("JWT_SECRET", SECRET)
             .env("DATABASE_POOL_SIZE", config.database_pool_size.to_string())
@@ -655,15 +667,16 @@ fn proc_status(pid: u32, field: &str) -> Option<u64> {
 /// The private (anonymous) memory of this database's client backends: caches of catalog
 /// rows, relations and plans, which grow with the tenants a connection has served. Read
 /// from /proc, so only when PostgreSQL runs on this machine.
-async fn backend_memory(db: &Db) -> String {
+async fn backend_memory(db: &Db, application: Option<&str>) -> String {
     let pids: Vec<i32> = db
         .shared()
         .await
         .unwrap()
         .query(
             "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND backend_type = 'client backend'",
-            &[],
+             WHERE datname = current_database() AND backend_type = 'client backend'
+               AND ($1::text IS NULL OR application_name = $1)",
+            &[&application],
         )
         .await
         .unwrap()

@@ -73,6 +73,10 @@ pub enum Layout {
 /// spill into other lanes.
 pub const LANE_SIZE: usize = 2;
 
+/// How long a tenant transaction waits for its home lane when every connection is busy,
+/// before it takes the first connection of any lane.
+pub const HOME_WAIT: Duration = Duration::from_millis(25);
+
 /// The pools plus the naming rules for tenant schemas and roles.
 ///
 /// Why lanes: a PostgreSQL backend caches the catalog entries (schema, tables, indexes)
@@ -130,7 +134,10 @@ impl Db {
     }
 
     /// A connection for `company`'s tenant work: a free one of its home lane, else a free
-    /// one of any other lane, else the next of its home lane to come free.
+    /// one of any other lane, else the next of its home lane to come free within
+    /// [`HOME_WAIT`], else the next of any lane. Waiting at home keeps a saturated
+    /// server's backends on their own tenants; the bound keeps a lane that holds more busy
+    /// tenants than the others from making them wait long.
     async fn tenant_connection(&self, company: CompanyId) -> Result<Object, DbError> {
         if self.lanes.is_empty() {
             return self.shared().await;
@@ -148,7 +155,18 @@ impl Db {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(self.lanes[home].get().await?)
+        let at_home = Timeouts {
+            wait: Some(HOME_WAIT),
+            ..Timeouts::default()
+        };
+        match self.lanes[home].timeout_get(&at_home).await {
+            Ok(conn) => return Ok(conn),
+            Err(PoolError::Timeout(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let anywhere = self.lanes.iter().map(|lane| Box::pin(lane.get()));
+        let (first, _, _) = futures::future::select_all(anywhere).await;
+        Ok(first?)
     }
 
     /// The lane `company` is at home in, when this process has lanes.

@@ -31,7 +31,7 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
     let other = other.unwrap();
 
     // One after another, each company's transactions land on its own lane's backends.
-    let mut seen = |company| {
+    let seen = |company| {
         let db = db.clone();
         async move {
             let mut pids = HashSet::new();
