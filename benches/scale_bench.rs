@@ -391,8 +391,8 @@ fn parse_duration(text: &str) -> Duration {
 }
 
 /// What a request to the list does in the database, through the same code, without HTTP:
-/// the tenant transaction with the session verdict, search path and role, the list query,
-/// the read-only commit. Between the API and the physical limit, it shows where the
+/// the tenant transaction with the session verdict (or the server's one-second memory of
+/// it), search path and role, the list query, the read-only commit. Between the API and the physical limit, it shows where the
 /// difference goes.
 async fn database_work(db: &Db, served: &[Served], duration: Duration) -> Load {
     use estate::auth::{Principal, Role, permissions::Operation, verdict};
@@ -415,14 +415,12 @@ async fn database_work(db: &Db, served: &[Served], duration: Duration) -> Load {
     );
     let rule = Operation::EstatesList.rule();
     let db = db.clone();
+    let cache = Arc::new(verdict::VerdictCache::new(Duration::from_secs(1)));
     drive(duration, move |i| {
-        let (db, principals) = (db.clone(), principals.clone());
+        let (db, principals, cache) = (db.clone(), principals.clone(), cache.clone());
         async move {
             let p = &principals[i % principals.len()];
-            let mut tx = db
-                .guarded_tenant_tx(p.company, verdict::guard(p, rule))
-                .await
-                .unwrap();
+            let mut tx = verdict::tenant_tx(&db, &cache, p, rule).await.unwrap();
             let filter = EstateFilter {
                 search: None,
                 status: None,

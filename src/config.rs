@@ -73,6 +73,11 @@ pub struct Config {
     /// run elsewhere. Longer than any pause of a live worker; a killed worker's jobs wait
     /// this long.
     pub worker_orphan_after: std::time::Duration,
+    /// `VERDICT_CACHE_MS` (default 1000, 0 = off): how long a server process reuses a
+    /// credential's `ok` session verdict without asking PostgreSQL again. A change made
+    /// through this process applies to the next request; one made elsewhere (another
+    /// process, the database directly) within this time.
+    pub verdict_cache: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +283,16 @@ impl Config {
             Some(dsn) if dsn.parse::<sentry::types::Dsn>().is_ok() => Some(Secret::new(dsn)),
             Some(_) => return Err(invalid("SENTRY_DSN", "not a Sentry DSN")),
         };
+        let verdict_cache_ms = match get("VERDICT_CACHE_MS") {
+            None => 1000,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 1000)
+                .ok_or_else(|| {
+                    invalid("VERDICT_CACHE_MS", "expected milliseconds from 0 to 1000")
+                })?,
+        };
         let worker_orphan_secs = match get("WORKER_ORPHAN_SECS") {
             None => 30,
             Some(v) => v
@@ -306,6 +321,7 @@ impl Config {
             worker_concurrency,
             sentry_dsn,
             worker_orphan_after: std::time::Duration::from_secs(worker_orphan_secs),
+            verdict_cache: std::time::Duration::from_millis(verdict_cache_ms),
         })
     }
 }

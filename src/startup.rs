@@ -76,6 +76,7 @@ impl Application {
                 metrics: crate::metrics::Metrics::new(api::route_templates()),
                 billing,
                 stripe_webhook_secrets: config.stripe_webhook_secrets.clone(),
+                verdicts: Arc::new(verdict::VerdictCache::new(config.verdict_cache)),
             }),
             local_addr,
         })

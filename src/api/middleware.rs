@@ -168,6 +168,7 @@ pub async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem:
 /// Counts each request and its latency by route, method and status for `/metrics`.
 pub async fn observe<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
     let state = req.data::<Arc<super::ApiState>>().cloned();
+    let writes = !req.method().is_safe();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let started = Instant::now();
@@ -175,6 +176,11 @@ pub async fn observe<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Resp
         Ok(r) => r.into_response(),
         Err(e) => super::problem::into_problem(e).await,
     };
+    if writes && let Some(state) = &state {
+        // Whatever this request changed (a logout, a revocation, a plan), the next
+        // request checks its credential afresh.
+        state.verdicts.invalidate();
+    }
     if let Some(state) = state
         && path != "/metrics"
     {

@@ -45,6 +45,7 @@ pub struct ApiState {
     pub metrics: crate::metrics::Metrics,
     /// Webhook signing secrets (two during a rotation).
     pub stripe_webhook_secrets: Vec<crate::config::Secret>,
+    pub verdicts: Arc<crate::auth::verdict::VerdictCache>,
 }
 
 #[derive(Tags)]

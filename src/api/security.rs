@@ -89,11 +89,7 @@ impl Auth {
         operation: Operation,
     ) -> Result<TenantTx, ErrorResponse> {
         let rule = self.permit(state, operation).await?;
-        let guard = verdict::guard(self.principal(), rule);
-        Ok(state
-            .db
-            .guarded_tenant_tx(self.principal().company, guard)
-            .await?)
+        Ok(verdict::tenant_tx(&state.db, &state.verdicts, self.principal(), rule).await?)
     }
 
     /// Checks the permission table for `operation` and the session on its own round trip,

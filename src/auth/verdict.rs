@@ -8,12 +8,15 @@
 //! the plan (a feature the operation needs and the tier lacks) and the subscription (a
 //! write while it is unpaid or cancelled).
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use super::permissions::Rule;
 use super::{Access, Machine, Principal};
-use crate::db::Db;
-use crate::db::tenancy::{Guard, GuardArg};
+use crate::db::tenancy::{Guard, GuardArg, TenantTx};
+use crate::db::{Db, DbError};
 use crate::error::AppError;
 
 const SESSION_STATEMENT: &str = "estate_session_verdict";
@@ -189,5 +192,99 @@ pub fn refusal(reason: &str) -> AppError {
                 .into(),
         ),
         _ => AppError::Unauthorized("the access token is not valid"),
+    }
+}
+
+/// The session verdicts this process saw answer `ok` in the last moments, so that a
+/// credential's next requests skip the check (the largest piece of a request's database
+/// work; BENCHMARKS.md). An entry counts for [`Config::verdict_cache`] at most, and only
+/// while no write request has finished in this process since the check was sent: a
+/// logout, a revocation, a deactivation, a role, plan or status change made through this
+/// process reaches the very next request. A change made elsewhere reaches it within the
+/// entry's lifetime (one second by default).
+///
+/// [`Config::verdict_cache`]: crate::config::Config::verdict_cache
+pub struct VerdictCache {
+    ttl: Duration,
+    /// Advanced by every write request; an entry of an older epoch is stale.
+    epoch: AtomicU64,
+    entries: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+/// Opens `principal`'s tenant transaction for an operation under `rule`: its verdict
+/// travels with the first statement, unless `cache` remembers an `ok` one.
+pub async fn tenant_tx(
+    db: &Db,
+    cache: &Arc<VerdictCache>,
+    principal: &Principal,
+    rule: Rule,
+) -> Result<TenantTx, DbError> {
+    let guard = guard(principal, rule);
+    if !cacheable(principal, rule) {
+        return db.guarded_tenant_tx(principal.company, guard).await;
+    }
+    if cache.fresh(&guard) {
+        return db.tenant_tx(principal.company).await;
+    }
+    db.guarded_tenant_tx(principal.company, cache.remembering(guard))
+        .await
+}
+
+/// Whether a verdict may come from the [`VerdictCache`]: a login session's, for an
+/// operation that only reads and needs no feature of the plan. What such a verdict
+/// depends on — the token not revoked, the user active and of the same role, the company
+/// not deleted or suspended — changes only through write requests or outside this
+/// process; the plan's features and the subscription's status, which a read may settle
+/// (a scheduled downgrade applied by `GET /subscriptions/current`), play no part in it.
+/// Machine credentials' verdicts include their plan's feature, so they are always asked.
+pub fn cacheable(principal: &Principal, rule: Rule) -> bool {
+    principal.machine.is_none() && rule.access == Access::Read && rule.feature.is_none()
+}
+
+/// Entries kept at most; past it, the expired ones are dropped.
+const MAX_ENTRIES: usize = 50_000;
+
+impl VerdictCache {
+    pub fn new(ttl: Duration) -> Self {
+        VerdictCache {
+            ttl,
+            epoch: AtomicU64::new(0),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `guard` answered `ok` recently enough to be skipped.
+    pub fn fresh(&self, guard: &Guard) -> bool {
+        if self.ttl.is_zero() {
+            return false;
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&guard.sql())
+            .is_some_and(|(at, e)| *e == epoch && at.elapsed() < self.ttl)
+    }
+
+    /// `guard`, set to be remembered when it answers `ok`. The epoch is taken now, before
+    /// the check is sent: a write finishing in between leaves the entry stale.
+    pub fn remembering(self: &Arc<Self>, guard: Guard) -> Guard {
+        if self.ttl.is_zero() {
+            return guard;
+        }
+        let (cache, key) = (self.clone(), guard.sql());
+        let epoch = self.epoch.load(Ordering::Acquire);
+        guard.on_ok(Arc::new(move || {
+            let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= MAX_ENTRIES {
+                let ttl = cache.ttl;
+                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            entries.insert(key.clone(), (Instant::now(), epoch));
+        }))
+    }
+
+    /// Every entry stale: called when a write request finishes.
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }

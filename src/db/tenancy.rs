@@ -9,6 +9,7 @@
 //! - nothing is ever `SET` at session level on a pooled connection.
 
 use std::fmt;
+use std::sync::Arc;
 
 use deadpool_postgres::Object;
 use futures::{FutureExt, Stream, StreamExt};
@@ -199,10 +200,21 @@ impl Tenant {
 /// [`super::Db::connect_with`]), so its plan is cached; a connection without it fails the
 /// transaction instead of skipping the check. Its arguments are typed values rendered by
 /// this module, never request text.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Guard {
     statement: &'static str,
     args: Vec<GuardArg>,
+    /// Called once the guard has answered `ok` (the verdict cache remembers it).
+    on_ok: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("statement", &self.statement)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An argument of a guard, rendered as a SQL literal.
@@ -219,10 +231,21 @@ pub enum GuardArg {
 impl Guard {
     /// `statement` is the name of a prepared statement (a program constant).
     pub fn execute(statement: &'static str, args: Vec<GuardArg>) -> Self {
-        Guard { statement, args }
+        Guard {
+            statement,
+            args,
+            on_ok: None,
+        }
     }
 
-    fn sql(&self) -> String {
+    /// Calls `f` when the guard answers `ok` in a tenant transaction.
+    pub fn on_ok(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.on_ok = Some(f);
+        self
+    }
+
+    /// The statement with its arguments: what is sent, and what identifies the check.
+    pub fn sql(&self) -> String {
         let args: Vec<String> = self
             .args
             .iter()
@@ -379,8 +402,11 @@ async fn pipelined<T>(
             let prelude = tenant.prelude(guard);
             let (opened, result) = tokio::join!(conn.simple_query(&prelude), work);
             let messages = opened?;
-            if guard.is_some() {
+            if let Some(guard) = guard {
                 guard_verdict(&messages)?;
+                if let Some(ok) = &guard.on_ok {
+                    ok();
+                }
             }
             Ok(result?)
         }

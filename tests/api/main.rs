@@ -28,3 +28,4 @@ mod stripe;
 mod tiers;
 mod transactions;
 mod users;
+mod verdict_cache;
