@@ -22,8 +22,11 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
     let first = CompanyId(app.register("Lane one").await.company_id);
     let home = db.home_lane(first).expect("the server layout has lanes");
     let mut other = None;
-    while other.is_none() {
-        let c = CompanyId(app.register("Lane two").await.company_id);
+    for n in 0.. {
+        if other.is_some() {
+            break;
+        }
+        let c = CompanyId(app.register(&format!("Lane two {n}")).await.company_id);
         if db.home_lane(c) != Some(home) {
             other = Some(c);
         }
@@ -69,6 +72,59 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
     assert_eq!(schema, db.naming().tenant(first).schema.as_str());
     spilled.commit().await.unwrap();
     for (tx, _) in held {
+        tx.commit().await.unwrap();
+    }
+}
+
+/// Every connection of every lane busy: a tenant waits at home only briefly, then takes
+/// the first connection any lane frees — here one of another lane's.
+#[tokio::test]
+async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere() {
+    let app = spawn_app().await;
+    let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
+    let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
+    // A company at home in each lane.
+    let mut by_lane = std::collections::BTreeMap::new();
+    for n in 0.. {
+        if by_lane.len() == 3 {
+            break;
+        }
+        let c = CompanyId(app.register(&format!("Busy lanes {n}")).await.company_id);
+        by_lane.entry(db.home_lane(c).unwrap()).or_insert(c);
+    }
+    let waiting_company = by_lane[&0];
+    // Hold every lane connection with its own company's transactions.
+    let mut held = Vec::new();
+    for company in by_lane.values() {
+        for _ in 0..LANE_SIZE {
+            let mut tx = db.tenant_tx(*company).await.unwrap();
+            backend(&mut tx).await;
+            held.push((*company, tx));
+        }
+    }
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.tenant_tx(waiting_company).await.unwrap();
+            let pid = backend(&mut tx).await;
+            tx.commit().await.unwrap();
+            pid
+        }
+    });
+    // Free one connection of another lane; the home lane stays busy.
+    let index = held
+        .iter()
+        .position(|(c, _)| *c != waiting_company)
+        .unwrap();
+    let (_, mut freed) = held.remove(index);
+    let freed_pid = backend(&mut freed).await;
+    freed.commit().await.unwrap();
+    let pid = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served by the freed connection of another lane, not kept waiting at home")
+        .unwrap();
+    assert_eq!(pid, freed_pid);
+    for (_, tx) in held {
         tx.commit().await.unwrap();
     }
 }
