@@ -127,45 +127,23 @@ async fn lock(client: &impl GenericClient, company: CompanyId) -> Result<Locked,
     })
 }
 
-async fn store(
+/// Stores the company's subscription. When it is what Stripe reported, `stripe_state_at`
+/// is when (a webhook event's time, or the moment the billing sync read it), so that an
+/// older report arriving later is known as stale; a local change leaves it as it was. The
+/// customer id is kept when the company had none yet.
+pub async fn store(
     client: &impl GenericClient,
     company: CompanyId,
     s: &Subscription,
-) -> Result<(), AppError> {
-    client
-        .execute(
-            "UPDATE companies
-             SET tier = $2, subscription_status = $3, current_period_end = $4,
-                 cancel_at_period_end = $5, pending_tier = $6, updated_at = now()
-             WHERE id = $1",
-            &[
-                &company.0,
-                &s.tier.as_str(),
-                &s.status,
-                &s.current_period_end,
-                &s.cancel_at_period_end,
-                &s.pending_tier.map(Tier::as_str),
-            ],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Stores the subscription as Stripe reported it at `state_at` (a webhook event's time, or
-/// the moment the billing sync read it): an older report arriving later is then known as
-/// stale. The customer id is kept when the company had none yet.
-pub async fn store_from_stripe(
-    client: &impl GenericClient,
-    company: CompanyId,
-    s: &Subscription,
-    state_at: DateTime<Utc>,
+    stripe_state_at: Option<DateTime<Utc>>,
     customer: Option<&str>,
 ) -> Result<(), AppError> {
     client
         .execute(
             "UPDATE companies
              SET tier = $2, subscription_status = $3, current_period_end = $4,
-                 cancel_at_period_end = $5, pending_tier = $6, stripe_state_at = $7,
+                 cancel_at_period_end = $5, pending_tier = $6,
+                 stripe_state_at = coalesce($7, stripe_state_at),
                  stripe_customer_id = coalesce(stripe_customer_id, $8),
                  updated_at = now()
              WHERE id = $1",
@@ -176,7 +154,7 @@ pub async fn store_from_stripe(
                 &s.current_period_end,
                 &s.cancel_at_period_end,
                 &s.pending_tier.map(Tier::as_str),
-                &state_at,
+                &stripe_state_at,
                 &customer,
             ],
         )
@@ -315,7 +293,7 @@ async fn settle(
     }
     if *s != before {
         let after = s.clone();
-        store(client, company, &after).await?;
+        store(client, company, &after, None, None).await?;
         let entry = AuditEntry::system(&RequestOrigin::default(), AuditAction::SubscriptionChange);
         audit_change(client, naming, company, entry, &before, &after).await?;
     }
@@ -416,7 +394,7 @@ where
     let before = locked.subscription.clone();
     let event = change(&mut locked, &tx).await?;
     let after = locked.subscription.clone();
-    store(&tx, company, &after).await?;
+    store(&tx, company, &after, None, None).await?;
     record_history(
         &tx,
         company,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::subscriptions::{
     Billing, HistoryLine, SUBSCRIPTION_COLUMNS, Subscription, audit_change, follow_stripe,
-    record_history, store_from_stripe,
+    record_history, store,
 };
 use crate::audit::{AuditAction, AuditEntry, RequestOrigin};
 use crate::db::Db;
@@ -102,7 +102,7 @@ pub async fn sync(db: &Db, billing: &Billing, company: CompanyId) -> Result<Sync
     if after == before {
         return Ok(Synced::Unchanged);
     }
-    store_from_stripe(&tx, company, &after, read_at, None).await?;
+    store(&tx, company, &after, Some(read_at), None).await?;
     record_history(
         &tx,
         company,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::stripe::SubscriptionState;
 use super::subscriptions::{
     Billing, HistoryLine, SUBSCRIPTION_COLUMNS, Subscription, audit_change, follow_stripe,
-    record_history, store_from_stripe,
+    record_history, store,
 };
 use crate::audit::{AuditAction, AuditEntry, RequestOrigin};
 use crate::auth::{Machine, Principal, Role};
@@ -248,7 +248,7 @@ async fn subscription_event(
         tx.commit().await?;
         return Ok(Outcome::Stale);
     }
-    store_from_stripe(&tx, company, &after, event.created, customer).await?;
+    store(&tx, company, &after, Some(event.created), customer).await?;
     if event.kind == "customer.subscription.created" {
         tx.execute(
             "UPDATE companies SET stripe_subscription_id = $2,
