@@ -223,10 +223,12 @@ pub async fn tenant_tx(
     if !cacheable(principal, rule) {
         return db.guarded_tenant_tx(principal.company, guard).await;
     }
-    if cache.fresh(&guard) {
+    // The guard's statement text names the credential and the rule: it is the key.
+    let key = guard.sql();
+    if cache.fresh(&key) {
         return db.tenant_tx(principal.company).await;
     }
-    db.guarded_tenant_tx(principal.company, cache.remembering(guard))
+    db.guarded_tenant_tx(principal.company, cache.remembering(guard, key))
         .await
 }
 
@@ -253,25 +255,27 @@ impl VerdictCache {
         }
     }
 
-    /// Whether `guard` answered `ok` recently enough to be skipped.
-    pub fn fresh(&self, guard: &Guard) -> bool {
+    /// Whether the guard whose statement is `key` answered `ok` recently enough to be
+    /// skipped.
+    pub fn fresh(&self, key: &str) -> bool {
         if self.ttl.is_zero() {
             return false;
         }
         let epoch = self.epoch.load(Ordering::Acquire);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
-            .get(&guard.sql())
+            .get(key)
             .is_some_and(|(at, e)| *e == epoch && at.elapsed() < self.ttl)
     }
 
-    /// `guard`, set to be remembered when it answers `ok`. The epoch is taken now, before
-    /// the check is sent: a write finishing in between leaves the entry stale.
-    pub fn remembering(self: &Arc<Self>, guard: Guard) -> Guard {
+    /// `guard` (whose statement is `key`), set to be remembered when it answers `ok`. The
+    /// epoch is taken now, before the check is sent: a write finishing in between leaves
+    /// the entry stale.
+    pub fn remembering(self: &Arc<Self>, guard: Guard, key: String) -> Guard {
         if self.ttl.is_zero() {
             return guard;
         }
-        let (cache, key) = (self.clone(), guard.sql());
+        let cache = self.clone();
         let epoch = self.epoch.load(Ordering::Acquire);
         guard.on_ok(Arc::new(move || {
             let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -51,33 +51,40 @@ async fn a_remembered_verdict_is_skipped_until_a_write_or_its_time_is_up() {
     );
     let cache = Arc::new(VerdictCache::new(Duration::from_secs(60)));
     let guard = verdict::guard(&principal, rule);
-    assert!(!cache.fresh(&guard));
+    let key = guard.sql();
+    assert!(!cache.fresh(&key));
 
     let mut tx = db
-        .guarded_tenant_tx(principal.company, cache.remembering(guard.clone()))
+        .guarded_tenant_tx(
+            principal.company,
+            cache.remembering(guard.clone(), key.clone()),
+        )
         .await
         .unwrap();
     tx.query("SELECT 1", &[]).await.unwrap();
     tx.commit().await.unwrap();
-    assert!(cache.fresh(&guard), "an ok verdict is remembered");
+    assert!(cache.fresh(&key), "an ok verdict is remembered");
 
     deactivate(&app, t.user_id).await;
     // Still remembered (the change was not made through this cache's process)...
-    assert!(cache.fresh(&guard));
+    assert!(cache.fresh(&key));
     // ...until a write request finishes, after which the check runs again and refuses.
     cache.invalidate();
-    assert!(!cache.fresh(&guard));
+    assert!(!cache.fresh(&key));
     let mut tx = db
-        .guarded_tenant_tx(principal.company, cache.remembering(guard.clone()))
+        .guarded_tenant_tx(
+            principal.company,
+            cache.remembering(guard.clone(), key.clone()),
+        )
         .await
         .unwrap();
     assert!(tx.query("SELECT 1", &[]).await.is_err());
     drop(tx);
-    assert!(!cache.fresh(&guard), "a refusal is not remembered");
+    assert!(!cache.fresh(&key), "a refusal is not remembered");
 
     // Nothing is remembered when the cache is off.
     let off = Arc::new(VerdictCache::new(Duration::ZERO));
-    assert!(!off.fresh(&guard));
+    assert!(!off.fresh(&key));
 }
 
 #[tokio::test]
