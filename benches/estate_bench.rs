@@ -19,14 +19,13 @@ use estate::auth::jwt::JwtKeys;
 use estate::config::{Config, Secret};
 use estate::db::Db;
 use estate::db::migrations::{TenantMigrations, migrate_shared};
-use estate::db::provisioning::provision_tenant;
 use estate::db::tenancy::CompanyId;
 use estate::rate_limit::Subject;
 use estate::startup::Application;
 use uuid::Uuid;
 
 mod support;
-use support::{SECRET, env_or, percentile, run_wrk, settle};
+use support::{SECRET, env_or, mean, percentile, provision, run_wrk, settle};
 
 /// mimalloc: the request path allocates many small objects (JSON, rows); the system
 /// allocator spent ~13% of the machine's CPU under load.
@@ -56,25 +55,12 @@ async fn run(config: &Config) {
     let mut companies = Vec::new();
     let mut times = Vec::new();
     for i in 0..TENANTS_PROVISIONED {
-        let company = CompanyId(Uuid::now_v7());
-        let tenant = db.naming().tenant(company);
-        let mut conn = db.shared().await.unwrap();
         let started = Instant::now();
-        let tx = conn.transaction().await.unwrap();
-        tx.execute(
-            "INSERT INTO companies (id, name, slug) VALUES ($1, $2, $3)",
-            &[&company.0, &format!("Bench {i}"), &format!("bench-{i}")],
-        )
-        .await
-        .unwrap();
-        provision_tenant(&tx, db.naming(), &tenant, &TenantMigrations::embedded())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let company = provision(&db, &TenantMigrations::embedded(), i).await;
         times.push(started.elapsed().as_secs_f64() * 1e3);
         companies.push(company);
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mean = mean(&times);
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     println!(

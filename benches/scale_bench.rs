@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use estate::auth::jwt::JwtKeys;
 use estate::config::{Config, Secret};
 use estate::db::migrations::{TenantMigrations, latest_tenant_version, migrate_shared};
-use estate::db::provisioning::provision_tenant;
 use estate::db::tenancy::{CompanyId, SchemaName};
 use estate::db::{Db, Layout};
 use estate::tenants::migrate_all;
@@ -30,7 +29,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 mod support;
-use support::{Load, SECRET, env_or, mean, percentile, run_wrk, settle, with_database};
+use support::{Load, SECRET, env_or, mean, percentile, provision, run_wrk, settle, with_database};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -216,26 +215,6 @@ async fn run(config: Config) {
     table.print();
 }
 
-/// Company row and tenant, in one transaction, as registration does (without the owner's
-/// password hash).
-async fn provision(db: &Db, migrations: &TenantMigrations, i: usize) -> CompanyId {
-    let company = CompanyId(Uuid::now_v7());
-    let tenant = db.naming().tenant(company);
-    let mut conn = db.shared().await.unwrap();
-    let tx = conn.transaction().await.unwrap();
-    tx.execute(
-        "INSERT INTO companies (id, name, slug) VALUES ($1, $2, $3)",
-        &[&company.0, &format!("Bench {i}"), &format!("bench-{i}")],
-    )
-    .await
-    .unwrap();
-    provision_tenant(&tx, db.naming(), &tenant, migrations)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    company
-}
-
 async fn fill(db: &Db, migrations: &TenantMigrations, from: usize, to: usize) -> Vec<CompanyId> {
     futures::stream::iter(from..to)
         .map(|i| provision(db, migrations, i))
@@ -341,17 +320,7 @@ async fn throughput(
     );
     table.add(
         format!("c. API over {n} tenants: requests/s, p50, p99"),
-        format!(
-            "{:.0}/s, {:.2} ms, {:.2} ms{}",
-            api.requests_per_sec,
-            api.p50_ms,
-            api.p99_ms,
-            if api.errors > 0 {
-                format!(" ({} errors)", api.errors)
-            } else {
-                String::new()
-            }
-        ),
+        api.to_string(),
     );
     let schemas: Vec<SchemaName> = served
         .iter()
@@ -360,20 +329,14 @@ async fn throughput(
     let limit = physical_limit(db, &schemas, parse_duration(duration)).await;
     table.add(
         format!("d. same SQL, same pool size, no HTTP/auth/tenancy, over {n} tenants"),
-        format!(
-            "{:.0}/s, {:.2} ms, {:.2} ms",
-            limit.requests_per_sec, limit.p50_ms, limit.p99_ms
-        ),
+        limit.to_string(),
     );
     let tenancy = database_work(server_db, served, parse_duration(duration)).await;
     table.add(
         format!(
             "d. the API's database work alone (guarded tenant transaction, list), over {n} tenants"
         ),
-        format!(
-            "{:.0}/s, {:.2} ms, {:.2} ms",
-            tenancy.requests_per_sec, tenancy.p50_ms, tenancy.p99_ms
-        ),
+        tenancy.to_string(),
     );
     table.add(
         format!("d. API ÷ limit at {n} tenants"),

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 
 use estate::config::Config;
 use estate::db::Db;
+use estate::db::migrations::TenantMigrations;
+use estate::db::provisioning::provision_tenant;
+use estate::db::tenancy::CompanyId;
 use uuid::Uuid;
 
 pub fn env_or(name: &str, default: &str) -> String {
@@ -98,6 +101,21 @@ pub struct Load {
     pub errors: u64,
 }
 
+impl std::fmt::Display for Load {
+    /// `4936 requests/s, p50 13.55 ms, p99 30.23 ms`, and the errors when there were any.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+            self.requests_per_sec, self.p50_ms, self.p99_ms
+        )?;
+        if self.errors > 0 {
+            write!(f, " ({} errors)", self.errors)?;
+        }
+        Ok(())
+    }
+}
+
 /// wrk's latency figures carry their unit: `850.00us`, `22.81ms`, `1.02s`.
 fn millis(text: &str) -> f64 {
     let (number, factor) = if let Some(n) = text.strip_suffix("us") {
@@ -182,18 +200,28 @@ pub async fn run_wrk(
         p99_ms: millis(&field("99%")),
         errors: count_after("Non-2xx") + count_after("Socket errors"),
     };
-    println!(
-        "{label}, {connections} connections: {:.2} requests/s, p50 {:.2}ms, p99 {:.2}ms{}",
-        load.requests_per_sec,
-        load.p50_ms,
-        load.p99_ms,
-        if load.errors > 0 {
-            format!(" ({} errors)", load.errors)
-        } else {
-            String::new()
-        }
-    );
+    println!("{label}, {connections} connections: {load}");
     load
+}
+
+/// A company row and its tenant, in one transaction, as registration does (without the
+/// owner's password hash).
+pub async fn provision(db: &Db, migrations: &TenantMigrations, i: usize) -> CompanyId {
+    let company = CompanyId(Uuid::now_v7());
+    let tenant = db.naming().tenant(company);
+    let mut conn = db.shared().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO companies (id, name, slug) VALUES ($1, $2, $3)",
+        &[&company.0, &format!("Bench {i}"), &format!("bench-{i}")],
+    )
+    .await
+    .unwrap();
+    provision_tenant(&tx, db.naming(), &tenant, migrations)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    company
 }
 
 /// Statistics for the planner, and the seeding's WAL flushed now rather than by a
