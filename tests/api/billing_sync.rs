@@ -11,7 +11,8 @@ use estate::billing::sync::{Synced, sync};
 use estate::db::Db;
 use estate::db::tenancy::CompanyId;
 
-use crate::helpers::{TestApp, config_with};
+use crate::fake_stripe::FakeStripe;
+use crate::helpers::{Tenant, TestApp, config_with};
 use crate::jobs::Worker;
 use crate::stripe::{app_with_stripe, as_overrides, stripe_settings};
 
@@ -81,19 +82,26 @@ async fn sync_lines(app: &TestApp, token: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_sync_job_brings_a_change_made_in_stripe_into_the_company_once() {
+/// A server billing through the fake Stripe, and a company subscribed there on
+/// professional.
+async fn subscribed(name: &str) -> (TestApp, FakeStripe, Tenant) {
     let (app, fake) = app_with_stripe().await;
-    let t = app.register_on("Synced", "starter").await;
-    let token = t.access_token.as_str();
+    let t = app.register_on(name, "starter").await;
     let up = app
         .post(
             "/api/v1/subscriptions/upgrade",
-            Some(token),
+            Some(&t.access_token),
             json!({"tier": "professional"}),
         )
         .await;
     assert_eq!(up.status(), 200);
+    (app, fake, t)
+}
+
+#[tokio::test]
+async fn the_sync_job_brings_a_change_made_in_stripe_into_the_company_once() {
+    let (app, fake, t) = subscribed("Synced").await;
+    let token = t.access_token.as_str();
     let local_only = app.register_on("Never billed", "starter").await;
     let subscription = subscription_id(&app, t.company_id).await;
 
@@ -177,17 +185,8 @@ async fn the_sync_job_brings_a_change_made_in_stripe_into_the_company_once() {
 
 #[tokio::test]
 async fn a_sync_older_than_the_state_applied_changes_nothing() {
-    let (app, fake) = app_with_stripe().await;
-    let t = app.register_on("Ordered", "starter").await;
+    let (app, fake, t) = subscribed("Ordered").await;
     let token = t.access_token.as_str();
-    let up = app
-        .post(
-            "/api/v1/subscriptions/upgrade",
-            Some(token),
-            json!({"tier": "professional"}),
-        )
-        .await;
-    assert_eq!(up.status(), 200);
     let stripe = stripe_settings(&fake);
     let config = config_with(&app.database.name, &as_overrides(&stripe));
     let db = Db::connect(&config).unwrap();
