@@ -25,7 +25,7 @@ use estate::startup::Application;
 use uuid::Uuid;
 
 mod support;
-use support::{SECRET, env_or, mean, percentile, provision, run_wrk, settle};
+use support::{SECRET, env_or, mean, percentile, provision, run_wrk, seed, settle};
 
 /// mimalloc: the request path allocates many small objects (JSON, rows); the system
 /// allocator spent ~13% of the machine's CPU under load.
@@ -71,32 +71,14 @@ async fn run(config: &Config) {
 
     // 2. Seed 100 tenants with an owner and 20 estates each, and mint their tokens.
     let keys = JwtKeys::new(&Secret::new(SECRET)).unwrap();
-    let conn = db.shared().await.unwrap();
-    let mut tokens = Vec::new();
-    for company in companies.iter().take(TENANTS_SERVED) {
-        let user = Uuid::now_v7();
-        conn.execute(
-            "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
-             VALUES ($1, $2, $3, 'Bench', 'not-a-hash', 'owner')",
-            &[&user, &company.0, &format!("{user}@bench.example")],
-        )
-        .await
-        .unwrap();
-        let schema = db.naming().tenant(*company).schema;
-        conn.execute(
-            &format!(
-                "INSERT INTO {}.estates (id, name, location, description, status, created_by)
-                 SELECT gen_random_uuid(), 'Estate ' || n, 'Lagos', 'Plots near the lagoon', 'active', $1
-                 FROM generate_series(1, $2::int) AS n",
-                schema.quoted()
-            ),
-            &[&user, &(ESTATES_PER_TENANT as i32)],
-        )
-        .await
-        .unwrap();
-        tokens.push(keys.issue(user, company.0, "owner", None).unwrap().0);
-    }
-    drop(conn);
+    let served = seed(
+        &db,
+        &keys,
+        &companies[..TENANTS_SERVED],
+        ESTATES_PER_TENANT as i32,
+    )
+    .await;
+    let tokens: Vec<String> = served.into_iter().map(|s| s.token).collect();
     settle(&db).await;
 
     let url = serve(config).await;

@@ -29,7 +29,9 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 mod support;
-use support::{Load, SECRET, env_or, mean, percentile, provision, run_wrk, settle, with_database};
+use support::{
+    Load, SECRET, Served, env_or, mean, percentile, provision, run_wrk, seed, settle, with_database,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -75,12 +77,6 @@ impl Table {
             println!("| {what:<width$} | {figure} |");
         }
     }
-}
-
-struct Served {
-    company: CompanyId,
-    user: Uuid,
-    token: String,
 }
 
 async fn run(config: Config) {
@@ -152,7 +148,7 @@ async fn run(config: Config) {
     fan_out(&db, &with_column, &mut table, tenants.len() + REGISTRATIONS).await;
 
     // c, d at 10 and at 1,000 tenants.
-    let mut served = seed(&db, &keys, &tenants).await;
+    let mut served = seed(&db, &keys, &tenants, ESTATES_PER_TENANT).await;
     settle(&db).await;
     let mut loads = Vec::new();
     for n in [10, first] {
@@ -178,7 +174,7 @@ async fn run(config: Config) {
         "filled {filled} more tenants in {:.0} s ({FILL_CONCURRENCY} at once)",
         filling.elapsed().as_secs_f64()
     );
-    served.extend(seed(&db, &keys, &tenants[first..]).await);
+    served.extend(seed(&db, &keys, &tenants[first..], ESTATES_PER_TENANT).await);
     let with_index = with_column
         .and_then(
             &format!("V{}__bench_estate_note_again", next + 1),
@@ -249,42 +245,6 @@ async fn fan_out(db: &Db, migrations: &TenantMigrations, table: &mut Table, expe
         format!("b. migrate with nothing to do over {} tenants", noop.total),
         format!("{:.3} s", started.elapsed().as_secs_f64()),
     );
-}
-
-/// An owner and 20 estates in each tenant, and the owner's token.
-async fn seed(db: &Db, keys: &JwtKeys, tenants: &[CompanyId]) -> Vec<Served> {
-    futures::stream::iter(tenants)
-        .map(|company| async move {
-            let conn = db.shared().await.unwrap();
-            let user = Uuid::now_v7();
-            let schema = db.naming().tenant(*company).schema;
-            conn.execute(
-                "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
-                 VALUES ($1, $2, $3, 'Bench', 'not-a-hash', 'owner')",
-                &[&user, &company.0, &format!("{user}@bench.example")],
-            )
-            .await
-            .unwrap();
-            conn.execute(
-                &format!(
-                    "INSERT INTO {}.estates (id, name, location, description, status, created_by)
-                     SELECT gen_random_uuid(), 'Estate ' || n, 'Lagos', 'Plots near the lagoon', 'active', $1
-                     FROM generate_series(1, $2::int) AS n",
-                    schema.quoted()
-                ),
-                &[&user, &ESTATES_PER_TENANT],
-            )
-            .await
-            .unwrap();
-            Served {
-                company: *company,
-                user,
-                token: keys.issue(user, company.0, "owner", None).unwrap().0,
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await
 }
 
 /// c and d over `served`: wrk against the server, then the same SQL straight over a pool.

@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 
+use estate::auth::jwt::JwtKeys;
 use estate::config::Config;
 use estate::db::Db;
 use estate::db::migrations::TenantMigrations;
 use estate::db::provisioning::provision_tenant;
 use estate::db::tenancy::CompanyId;
+use futures::StreamExt;
 use uuid::Uuid;
 
 pub fn env_or(name: &str, default: &str) -> String {
@@ -222,6 +224,50 @@ pub async fn provision(db: &Db, migrations: &TenantMigrations, i: usize) -> Comp
         .unwrap();
     tx.commit().await.unwrap();
     company
+}
+
+/// A tenant served in a benchmark: its owner and the owner's token.
+pub struct Served {
+    pub company: CompanyId,
+    pub user: Uuid,
+    pub token: String,
+}
+
+/// An owner and `estates` estates in each tenant, and the owner's token; in the tenants'
+/// order.
+pub async fn seed(db: &Db, keys: &JwtKeys, tenants: &[CompanyId], estates: i32) -> Vec<Served> {
+    futures::stream::iter(tenants)
+        .map(|company| async move {
+            let conn = db.shared().await.unwrap();
+            let user = Uuid::now_v7();
+            let schema = db.naming().tenant(*company).schema;
+            conn.execute(
+                "INSERT INTO users (id, company_id, email, full_name, password_hash, role)
+                 VALUES ($1, $2, $3, 'Bench', 'not-a-hash', 'owner')",
+                &[&user, &company.0, &format!("{user}@bench.example")],
+            )
+            .await
+            .unwrap();
+            conn.execute(
+                &format!(
+                    "INSERT INTO {}.estates (id, name, location, description, status, created_by)
+                     SELECT gen_random_uuid(), 'Estate ' || n, 'Lagos', 'Plots near the lagoon', 'active', $1
+                     FROM generate_series(1, $2::int) AS n",
+                    schema.quoted()
+                ),
+                &[&user, &estates],
+            )
+            .await
+            .unwrap();
+            Served {
+                company: *company,
+                user,
+                token: keys.issue(user, company.0, "owner", None).unwrap().0,
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await
 }
 
 /// Statistics for the planner, and the seeding's WAL flushed now rather than by a
