@@ -97,6 +97,26 @@ impl Worker {
     }
 }
 
+/// Waits (at most `within`) until some job is kept dead, and answers the dead jobs.
+pub async fn wait_for_dead(
+    db: &estate::db::Db,
+    within: Duration,
+) -> Vec<estate_jobs::dead::DeadJob> {
+    tokio::time::timeout(within, async {
+        loop {
+            let dead = estate_jobs::dead::list(&db.shared().await.unwrap())
+                .await
+                .unwrap();
+            if !dead.is_empty() {
+                return dead;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a job is kept dead after its attempts")
+}
+
 fn address(who: &str) -> String {
     format!("{who}-{}@mail.example", Uuid::new_v4().simple())
 }
@@ -273,20 +293,8 @@ async fn a_job_that_keeps_failing_is_kept_dead_with_its_error_and_can_be_retried
     .await
     .unwrap();
     let worker = Worker::start(&app).await;
+    let dead = wait_for_dead(&app.state.db, Duration::from_secs(60)).await;
     let pool = app.state.db.pool().clone();
-    let dead = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let dead = estate_jobs::dead::list(&pool.get().await.unwrap())
-                .await
-                .unwrap();
-            if !dead.is_empty() {
-                return dead;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the job dies after its attempts");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, outbox_id);
     assert_eq!(dead[0].attempts, estate_jobs::worker::MAX_ATTEMPTS as i32);

@@ -219,19 +219,7 @@ async fn a_panic_in_a_job_is_a_failed_attempt_and_reaches_sentry_with_its_tenant
     })
     .await;
     assert_eq!(tag(&event, "job"), Some("billing_sync"));
-    let dead = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let dead = estate_jobs::dead::list(&db.shared().await.unwrap())
-                .await
-                .unwrap();
-            if !dead.is_empty() {
-                return dead;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the job is kept dead after its attempts");
+    let dead = crate::jobs::wait_for_dead(&db, Duration::from_secs(30)).await;
     assert_eq!(dead[0].last_error, "panicked: the sync broke");
     let _ = stop.send(());
     worker
