@@ -78,6 +78,9 @@ pub struct Config {
     /// through this process applies to the next request; one made elsewhere (another
     /// process, the database directly) within this time.
     pub verdict_cache: std::time::Duration,
+    /// `TENANT_SPARES` (default 2, 0 = none): tenants `estate serve` keeps built ahead, so
+    /// that a registration renames one instead of creating its schema (`db::spares`).
+    pub tenant_spares: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +296,14 @@ impl Config {
                     invalid("VERDICT_CACHE_MS", "expected milliseconds from 0 to 1000")
                 })?,
         };
+        let tenant_spares = match get("TENANT_SPARES") {
+            None => 2,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 100)
+                .ok_or_else(|| invalid("TENANT_SPARES", "expected a number from 0 to 100"))?,
+        };
         let worker_orphan_secs = match get("WORKER_ORPHAN_SECS") {
             None => 30,
             Some(v) => v
@@ -322,6 +333,7 @@ impl Config {
             sentry_dsn,
             worker_orphan_after: std::time::Duration::from_secs(worker_orphan_secs),
             verdict_cache: std::time::Duration::from_millis(verdict_cache_ms),
+            tenant_spares,
         })
     }
 }

@@ -12,7 +12,8 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::verdict;
 use crate::billing::subscriptions::Billing;
 use crate::config::{Config, JwtSecret};
-use crate::db::{Db, Layout, migrations};
+use crate::db::migrations::TenantMigrations;
+use crate::db::{Db, Layout, migrations, spares};
 use crate::error::AppError;
 use crate::rate_limit::RateLimiter;
 use crate::tenants;
@@ -34,6 +35,7 @@ pub struct Application {
     acceptor: TcpAcceptor,
     state: Arc<ApiState>,
     local_addr: SocketAddr,
+    tenant_spares: usize,
 }
 
 impl Application {
@@ -79,6 +81,7 @@ impl Application {
                 verdicts: Arc::new(verdict::VerdictCache::new(config.verdict_cache)),
             }),
             local_addr,
+            tenant_spares: config.tenant_spares,
         })
     }
 
@@ -93,13 +96,20 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then lets requests in flight finish (up to 10 s).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr, "listening");
-        Server::new_with_acceptor(self.acceptor)
+        let keeper = tokio::spawn(spares::keep(
+            self.state.db.clone(),
+            TenantMigrations::embedded(),
+            self.tenant_spares,
+        ));
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 api::routes(self.state),
                 shutdown_signal(),
                 Some(Duration::from_secs(10)),
             )
-            .await
+            .await;
+        keeper.abort();
+        served
     }
 }
 

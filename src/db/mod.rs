@@ -4,6 +4,7 @@
 pub mod citus;
 pub mod migrations;
 pub mod provisioning;
+pub mod spares;
 pub mod tenancy;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::DbError;
 use super::migrations::{TenantMigrations, history_table_ddl, tenant_ddl_batch};
+use super::spares;
 use super::tenancy::{Tenant, TenantNaming};
 
 /// Privileges the tenant role gets on every table of its own schema. Tables are owned by
@@ -68,27 +69,62 @@ pub fn migration_settings_sql(tenant: &Tenant) -> String {
 /// (and being retried on the next run) instead of queueing requests behind it.
 pub const LOCK_TIMEOUT: &str = "5s";
 
-/// Provisions `tenant` with every migration of `migrations` inside `tx` (one round trip).
-/// The caller has already inserted the company row, and commits.
+/// Provisions `tenant` inside `tx`: by renaming a spare built ahead of time when one is
+/// ready (a few catalog updates), otherwise by creating everything (see
+/// [`create_tenant`]). The caller has already inserted the company row, and commits.
 pub async fn provision_tenant(
     tx: &Transaction<'_>,
     naming: &TenantNaming,
     tenant: &Tenant,
     migrations: &TenantMigrations,
 ) -> Result<(), DbError> {
+    if spares::claim(tx, tenant, naming, migrations).await? {
+        return Ok(());
+    }
+    create_tenant(tx, naming, tenant, migrations).await
+}
+
+/// Creates `tenant` from nothing with every migration of `migrations` inside `tx`, in one
+/// round trip. Most of its time goes to building some twenty indexes, each written and
+/// synced to disk on its own, which is why registrations claim spares instead.
+pub async fn create_tenant(
+    tx: &Transaction<'_>,
+    naming: &TenantNaming,
+    tenant: &Tenant,
+    migrations: &TenantMigrations,
+) -> Result<(), DbError> {
     let batch = format!(
-        "{setup}\n{path}\n{ddl}\nSET LOCAL search_path TO DEFAULT;\n\
-         INSERT INTO public.tenants \
-             (company_id, schema_name, role_name, schema_version, migration_status, migrated_at) \
-         VALUES ('{company}', '{schema}', '{role}', {version}, 'ok', now());",
-        setup = role_and_schema_sql(naming, tenant),
-        path = migration_settings_sql(tenant),
-        ddl = tenant_ddl_batch(&tenant.schema, migrations, OffsetDateTime::now_utc())?,
-        company = tenant.company.0,
-        schema = tenant.schema.as_str(),
-        role = tenant.role.as_str(),
-        version = migrations.latest(),
+        "{}\n{}",
+        tenant_objects_sql(naming, tenant, migrations)?,
+        registry_insert_sql(tenant, migrations.latest())
     );
     tx.batch_execute(&batch).await?;
     Ok(())
+}
+
+/// Role, schema, grants, every tenant table and the migration history of `tenant`, ending
+/// with the search path back at its default.
+pub fn tenant_objects_sql(
+    naming: &TenantNaming,
+    tenant: &Tenant,
+    migrations: &TenantMigrations,
+) -> Result<String, DbError> {
+    Ok(format!(
+        "{setup}\n{path}\n{ddl}\nSET LOCAL search_path TO DEFAULT;",
+        setup = role_and_schema_sql(naming, tenant),
+        path = migration_settings_sql(tenant),
+        ddl = tenant_ddl_batch(&tenant.schema, migrations, OffsetDateTime::now_utc())?,
+    ))
+}
+
+/// The tenant registry's row for `tenant`, fully migrated to `version`.
+pub fn registry_insert_sql(tenant: &Tenant, version: i32) -> String {
+    format!(
+        "INSERT INTO public.tenants \
+             (company_id, schema_name, role_name, schema_version, migration_status, migrated_at) \
+         VALUES ('{company}', '{schema}', '{role}', {version}, 'ok', now());",
+        company = tenant.company.0,
+        schema = tenant.schema.as_str(),
+        role = tenant.role.as_str(),
+    )
 }

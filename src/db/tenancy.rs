@@ -156,6 +156,20 @@ impl TenantNaming {
         &self.role_prefix
     }
 
+    /// A spare: a tenant built before any company has it (see `db::spares`). Its schema is
+    /// `s_` + the spare's id in hex; its role carries this database's prefix like every
+    /// tenant role, so it is cleaned up with them. `company` holds the spare's own id until
+    /// a registration renames schema and role to its company's names.
+    pub fn spare(&self, id: Uuid) -> Tenant {
+        let schema = SchemaName(format!("s_{}", id.simple()));
+        let role = RoleName(format!("{}{}", self.role_prefix, schema.as_str()));
+        Tenant {
+            company: CompanyId(id),
+            schema,
+            role,
+        }
+    }
+
     pub fn tenant(&self, company: CompanyId) -> Tenant {
         let schema = SchemaName::for_company(company);
         let role = RoleName(format!("{}{}", self.role_prefix, schema.as_str()));

@@ -142,6 +142,9 @@ pub fn config_with(database: &str, overrides: &[(&str, &str)]) -> Config {
         // Tests of the limits turn them on; every other test registers and logs in from
         // one address far more often than the anonymous quota allows.
         ("RATE_LIMITS", "off".into()),
+        // Tests of spare tenants turn them on; elsewhere a keeper building schemas in the
+        // background would change the roles and schemas tests count.
+        ("TENANT_SPARES", "0".into()),
         (
             "REDIS_URL",
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),

@@ -3,12 +3,13 @@
 
 use estate::db::Db;
 use estate::db::migrations::{TenantMigrations, apply_tenant_migrations, latest_tenant_version};
-use estate::db::provisioning::{migration_settings_sql, role_and_schema_sql};
+use estate::db::provisioning::{migration_settings_sql, provision_tenant, role_and_schema_sql};
+use estate::db::spares;
 use estate::db::tenancy::{CompanyId, Tenant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, TestDatabase, problem, spawn_app};
+use crate::helpers::{PASSWORD, TestApp, TestDatabase, problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_failure_half_way_leaves_nothing_behind() {
@@ -225,4 +226,244 @@ async fn tenant_role_login_setting_creates_login_roles() {
         .unwrap();
     assert!(row.get::<_, bool>(0), "LOGIN");
     assert!(row.get::<_, bool>(1), "no password");
+}
+
+// Spare tenants (`db::spares`): built ahead, renamed at registration.
+
+/// Spares ready in the app's database, and `s_` schemas present (claimed ones are renamed).
+async fn spares(app: &TestApp) -> (i64, i64) {
+    let client = app.database.client().await;
+    let listed = client
+        .query_one("SELECT count(*) FROM tenant_spares", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let schemas = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 's\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (listed, schemas)
+}
+
+#[tokio::test]
+async fn a_registration_claims_a_spare_that_is_the_same_as_a_created_tenant() {
+    let app = spawn_app().await;
+    let db: &Db = &app.state.db;
+    let embedded = TenantMigrations::embedded();
+    assert_eq!(spares::replenish(db, &embedded, 1).await.unwrap(), 1);
+    assert_eq!(spares(&app).await, (1, 1));
+    let spare_role: String = app
+        .database
+        .client()
+        .await
+        .query_one("SELECT role_name FROM tenant_spares", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let claimed = app.register("Claimed").await;
+    assert_eq!(spares(&app).await, (0, 0), "the spare became the company's");
+    let created = app.register("Created").await; // no spare left: built from nothing
+    let naming = db.naming().clone();
+    let claimed_tenant = naming.tenant(CompanyId(claimed.company_id));
+    let created_tenant = naming.tenant(CompanyId(created.company_id));
+
+    let client = app.database.client().await;
+    let claimed_snapshot = schema_snapshot(&client, &claimed_tenant).await;
+    assert!(
+        claimed_snapshot
+            .iter()
+            .any(|l| l.starts_with("grant | estates | <role> | SELECT"))
+    );
+    assert_eq!(
+        claimed_snapshot,
+        schema_snapshot(&client, &created_tenant).await
+    );
+    let roles = app.database.roles().await;
+    assert!(roles.contains(&claimed_tenant.role.as_str().to_string()));
+    assert!(!roles.contains(&spare_role), "the spare's role was renamed");
+
+    // It serves its company, and only its company.
+    let estate = app
+        .create_estate(
+            &claimed.access_token,
+            json!({"name": "On a spare", "location": "L"}),
+        )
+        .await;
+    let path = format!("/api/v1/estates/{}", estate["id"].as_str().unwrap());
+    assert_eq!(app.get(&path, &claimed.access_token).await.status(), 200);
+    problem(app.get(&path, &created.access_token).await, 404).await;
+    assert_eq!(app.estate_count(claimed.company_id).await, 1);
+    assert_eq!(app.estate_count(created.company_id).await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_registration_gives_its_spare_back() {
+    let app = spawn_app().await;
+    spares::replenish(&app.state.db, &TenantMigrations::embedded(), 1)
+        .await
+        .unwrap();
+    let db = app.database.client().await;
+    db.batch_execute(
+        "CREATE FUNCTION fail_owner() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_owner BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION fail_owner();",
+    )
+    .await
+    .unwrap();
+    let roles = app.database.roles().await;
+    let resp = app
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"company_name": "Doomed", "email": "doomed@example.com", "password": PASSWORD, "full_name": "D"}),
+        )
+        .await;
+    problem(resp, 500).await;
+    assert_eq!(
+        spares(&app).await,
+        (1, 1),
+        "the spare is still listed, unrenamed"
+    );
+    assert_eq!(app.database.roles().await, roles);
+    let tenants: i64 = db
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenants, 0);
+}
+
+#[tokio::test]
+async fn concurrent_registrations_take_different_spares() {
+    let app = spawn_app().await;
+    spares::replenish(&app.state.db, &TenantMigrations::embedded(), 2)
+        .await
+        .unwrap();
+    let names = ["One", "Two", "Three", "Four"];
+    let tenants = futures::future::join_all(names.iter().map(|n| app.register(n))).await;
+    assert_eq!(spares(&app).await, (0, 0), "both spares taken, each once");
+    let client = app.database.client().await;
+    let naming = app.state.db.naming().clone();
+    let first = schema_snapshot(&client, &naming.tenant(CompanyId(tenants[0].company_id))).await;
+    for t in &tenants[1..] {
+        let snapshot = schema_snapshot(&client, &naming.tenant(CompanyId(t.company_id))).await;
+        assert_eq!(snapshot, first);
+    }
+    for t in &tenants {
+        let listed = app.get("/api/v1/estates", &t.access_token).await;
+        assert_eq!(listed.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn spares_of_an_older_version_are_not_claimed_and_are_replaced() {
+    let app = spawn_app().await;
+    let db: &Db = &app.state.db;
+    let embedded = TenantMigrations::embedded();
+    spares::replenish(db, &embedded, 2).await.unwrap();
+    let old_roles: Vec<String> = app
+        .database
+        .client()
+        .await
+        .query("SELECT role_name FROM tenant_spares", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let newer = embedded
+        .and_then(
+            &format!("V{}__spare_note", embedded.latest() + 1),
+            "ALTER TABLE estates ADD COLUMN spare_note text;",
+        )
+        .unwrap();
+
+    // A binary expecting the newer version builds its tenant instead of claiming one.
+    let company = CompanyId(Uuid::now_v7());
+    let tenant = db.naming().tenant(company);
+    let mut conn = db.shared().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO companies (id, name, slug) VALUES ($1, 'Newer', 'newer')",
+        &[&company.0],
+    )
+    .await
+    .unwrap();
+    provision_tenant(&tx, db.naming(), &tenant, &newer)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(spares(&app).await, (2, 2), "old spares untouched");
+    let client = app.database.client().await;
+    let has_note = |schema: String| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM information_schema.columns
+                     WHERE table_schema = $1 AND table_name = 'estates' AND column_name = 'spare_note'",
+                    &[&schema],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(has_note(tenant.schema.as_str().to_string()).await, 1);
+
+    // Its keeper drops the old spares with their roles and builds new ones.
+    assert_eq!(spares::replenish(db, &newer, 1).await.unwrap(), 1);
+    assert_eq!(spares(&app).await, (1, 1));
+    let row = client
+        .query_one("SELECT schema_name, schema_version FROM tenant_spares", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(1), newer.latest());
+    assert_eq!(has_note(row.get(0)).await, 1);
+    let roles = app.database.roles().await;
+    assert!(
+        old_roles.iter().all(|r| !roles.contains(r)),
+        "old spares' roles dropped"
+    );
+    // The older binary leaves the newer spare alone.
+    assert_eq!(spares::drop_outdated(db, &embedded).await.unwrap(), 0);
+    assert_eq!(spares(&app).await, (1, 1));
+}
+
+#[tokio::test]
+async fn the_server_keeps_its_spares_topped_up() {
+    let app = spawn_app_with(&[("TENANT_SPARES", "2")]).await;
+    let ready = |want: (i64, i64)| {
+        let app = &app;
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                while spares(app).await != want {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{want:?} spares within 30 s"));
+        }
+    };
+    ready((2, 2)).await;
+    let t = app.register("Topped").await;
+    ready((2, 2)).await;
+    let tenants: i64 = app
+        .database
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenants, 1);
+    assert_eq!(
+        app.get("/api/v1/estates", &t.access_token).await.status(),
+        200
+    );
 }
