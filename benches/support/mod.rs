@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each benchmark uses part of it
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use estate::auth::jwt::JwtKeys;
 use estate::config::Config;
@@ -278,4 +279,67 @@ pub async fn settle(db: &Db) {
     let conn = db.shared().await.unwrap();
     conn.batch_execute("ANALYZE").await.unwrap();
     conn.batch_execute("CHECKPOINT").await.unwrap();
+}
+
+/// GETs at a fixed rate (open loop) from this process for `duration`, each timed from the
+/// moment it was due, not from when it could be sent: a slow answer does not hold back
+/// the next request, so the latency shows the server's service time and queueing at that
+/// rate rather than the closed loop's saturation (no coordinated omission).
+/// `requests` are (bearer token, path) pairs, taken round robin.
+pub async fn fixed_rate(
+    url: &str,
+    label: &str,
+    requests: &[(String, String)],
+    rate: u32,
+    duration: Duration,
+) -> Load {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let send = |i: usize, due: Instant| {
+        let (token, path) = requests[i % requests.len()].clone();
+        let request = http.get(format!("{url}{path}")).bearer_auth(token);
+        tokio::spawn(async move {
+            let ok = match request.send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            (due.elapsed().as_secs_f64() * 1e3, ok)
+        })
+    };
+    // Warm-up at the same rate, untimed.
+    let run = |span: Duration| async move {
+        let started = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = Vec::new();
+        let mut i = 0;
+        while started.elapsed() < span {
+            let due = ticker.tick().await;
+            tasks.push(send(i, due.into_std()));
+            i += 1;
+        }
+        let mut times = Vec::with_capacity(tasks.len());
+        let mut errors = 0;
+        for t in tasks {
+            match t.await {
+                Ok((ms, true)) => times.push(ms),
+                _ => errors += 1,
+            }
+        }
+        (times, errors, started.elapsed())
+    };
+    run(Duration::from_secs(2)).await;
+    let (mut times, errors, took) = run(duration).await;
+    times.sort_by(f64::total_cmp);
+    let load = Load {
+        requests_per_sec: times.len() as f64 / took.as_secs_f64(),
+        p50_ms: percentile(&times, 0.5),
+        p99_ms: percentile(&times, 0.99),
+        errors,
+    };
+    println!("{label}, {rate}/s offered: {load}");
+    load
 }
