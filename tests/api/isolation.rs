@@ -266,3 +266,58 @@ async fn a_guarded_transaction_fails_closed_without_its_prepared_check() {
     assert_eq!(rows[0].get::<_, i64>(0), 0);
     tx.commit().await.unwrap();
 }
+
+/// A pooled connection prepares each tenant its own copy of a statement (so its plan
+/// survives tenant switches) up to a bound, then shares one copy among the rest: both
+/// read the asking tenant's tables, however the tenants alternate.
+#[tokio::test]
+async fn own_and_shared_statement_copies_each_read_the_asking_tenants_tables() {
+    let app = spawn_app().await;
+    let a = app.register("Copies A").await;
+    let b = app.register("Copies B").await;
+    for name in ["A1", "A2"] {
+        app.create_estate(&a.access_token, json!({"name": name, "location": "L"}))
+            .await;
+    }
+    app.create_estate(&b.access_token, json!({"name": "B1", "location": "L"}))
+        .await;
+    // One connection, so every transaction below shares its statement cache.
+    let config = crate::helpers::config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "1")]);
+    let db = Db::connect(&config).unwrap();
+    let count = |company: Uuid| {
+        let db = &db;
+        async move {
+            let mut tx = db.tenant_tx(CompanyId(company)).await.unwrap();
+            let n: i64 = tx.query("SELECT count(*) FROM estates", &[]).await.unwrap()[0].get(0);
+            tx.commit().await.unwrap();
+            n
+        }
+    };
+    let cached = || {
+        let db = &db;
+        async move { db.shared().await.unwrap().statement_cache.size() }
+    };
+    for _ in 0..2 {
+        assert_eq!(count(a.company_id).await, 2);
+        assert_eq!(count(b.company_id).await, 1);
+    }
+    assert_eq!(cached().await, 2, "one copy per tenant");
+
+    // Fill the connection's cache to the bound: from now on the tenants share one copy.
+    let filled = {
+        let conn = db.shared().await.unwrap();
+        for i in 0..500 {
+            conn.prepare_cached(&format!("SELECT {i}")).await.unwrap();
+        }
+        conn.statement_cache.size()
+    };
+    for _ in 0..2 {
+        assert_eq!(count(b.company_id).await, 1);
+        assert_eq!(count(a.company_id).await, 2);
+    }
+    assert_eq!(
+        cached().await,
+        filled + 1,
+        "one shared copy, no more own ones"
+    );
+}
