@@ -4,7 +4,7 @@
 //! - schema and role names are made by the server from a company id, never parsed from a
 //!   request, checked against `^[a-z_][a-z0-9_]{0,62}$` and always quoted;
 //! - tenant tables are reached only through [`TenantTx`], whose transaction begins with
-//!   `set_config('search_path', …, true)` and `SET LOCAL ROLE` to the tenant's own role,
+//!   `SET LOCAL search_path` and `SET LOCAL ROLE` to the tenant's own role,
 //!   so a query that names another tenant's schema fails with a permission error;
 //! - nothing is ever `SET` at session level on a pooled connection.
 
@@ -202,7 +202,7 @@ impl Tenant {
     /// (BENCHMARKS.md: +30% requests/s over 10 tenants).
     fn prelude(&self, guard: Option<&Guard>) -> String {
         format!(
-            "BEGIN; {}SELECT set_config('search_path', '{}, public', true); SET LOCAL ROLE {}; \
+            "BEGIN; {}SET LOCAL search_path TO {}, public; SET LOCAL ROLE {}; \
              SET LOCAL plan_cache_mode = force_generic_plan",
             guard.map(|g| format!("{}; ", g.sql())).unwrap_or_default(),
             self.schema.quoted(),
