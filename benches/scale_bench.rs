@@ -321,6 +321,11 @@ async fn throughput(
         .map(|s| (s.token.clone(), "/api/v1/estates".to_string()))
         .collect();
     let label = format!("GET /api/v1/estates over {n} tenants");
+    // `BENCH_WARMUP` (e.g. 60s): a longer warm pass first, so that every backend has met
+    // its tenants before the measured run (catalog caches; see BENCHMARKS.md).
+    if let Ok(warm) = std::env::var("BENCH_WARMUP") {
+        run_wrk(&server.url, "warm-up", &requests, &warm).await;
+    }
     let before = (Instant::now(), cpu_by_program(server.child.id()));
     let api = run_wrk(&server.url, &label, &requests, duration).await;
     let used = cpu_by_program(server.child.id());

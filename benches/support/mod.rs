@@ -284,7 +284,9 @@ pub async fn settle(db: &Db) {
 /// GETs at a fixed rate (open loop) from this process for `duration`, each timed from the
 /// moment it was due, not from when it could be sent: a slow answer does not hold back
 /// the next request, so the latency shows the server's service time and queueing at that
-/// rate rather than the closed loop's saturation (no coordinated omission).
+/// rate rather than the closed loop's saturation (no coordinated omission). At most
+/// `BENCH_CONNECTIONS` (64) are in flight, as with wrk, so that a burst waits for a
+/// connection (and the wait counts) instead of opening more and growing the server.
 /// `requests` are (bearer token, path) pairs, taken round robin.
 pub async fn fixed_rate(
     url: &str,
@@ -297,10 +299,16 @@ pub async fn fixed_rate(
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
+    let connections: usize = env_or("BENCH_CONNECTIONS", "64").parse().unwrap();
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
     let send = |i: usize, due: Instant| {
         let (token, path) = requests[i % requests.len()].clone();
         let request = http.get(format!("{url}{path}")).bearer_auth(token);
+        let in_flight = in_flight.clone();
         tokio::spawn(async move {
+            let Ok(_permit) = in_flight.acquire_owned().await else {
+                return (0.0, false);
+            };
             let ok = match request.send().await {
                 Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                 Err(_) => false,
