@@ -11,12 +11,9 @@ use uuid::Uuid;
 
 use crate::helpers::{PASSWORD, TestApp, TestDatabase, problem, spawn_app, spawn_app_with};
 
-#[tokio::test]
-async fn a_failure_half_way_leaves_nothing_behind() {
-    let app = spawn_app().await;
-    let before_roles = app.database.roles().await;
-    let db = app.database.client().await;
-    // The owner user is inserted after the role, schema and tenant tables: fail right there.
+/// Makes inserting a user fail: registration inserts the owner after the role, schema and
+/// tenant tables, so its transaction fails right there.
+async fn fail_owner_inserts(db: &tokio_postgres::Client) {
     db.batch_execute(
         "CREATE FUNCTION fail_owner() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
@@ -24,13 +21,24 @@ async fn a_failure_half_way_leaves_nothing_behind() {
     )
     .await
     .unwrap();
-    let resp = app
-        .post(
-            "/api/v1/auth/register",
-            None,
-            json!({"company_name": "Doomed", "email": "doomed@example.com", "password": PASSWORD, "full_name": "D"}),
-        )
-        .await;
+}
+
+async fn register_doomed(app: &TestApp) -> reqwest::Response {
+    app.post(
+        "/api/v1/auth/register",
+        None,
+        json!({"company_name": "Doomed", "email": "doomed@example.com", "password": PASSWORD, "full_name": "D"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_failure_half_way_leaves_nothing_behind() {
+    let app = spawn_app().await;
+    let before_roles = app.database.roles().await;
+    let db = app.database.client().await;
+    fail_owner_inserts(&db).await;
+    let resp = register_doomed(&app).await;
     let body = problem(resp, 500).await;
     assert!(
         !body["detail"].as_str().unwrap().contains("injected"),
@@ -308,21 +316,9 @@ async fn a_failed_registration_gives_its_spare_back() {
         .await
         .unwrap();
     let db = app.database.client().await;
-    db.batch_execute(
-        "CREATE FUNCTION fail_owner() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
-         CREATE TRIGGER fail_owner BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION fail_owner();",
-    )
-    .await
-    .unwrap();
+    fail_owner_inserts(&db).await;
     let roles = app.database.roles().await;
-    let resp = app
-        .post(
-            "/api/v1/auth/register",
-            None,
-            json!({"company_name": "Doomed", "email": "doomed@example.com", "password": PASSWORD, "full_name": "D"}),
-        )
-        .await;
+    let resp = register_doomed(&app).await;
     problem(resp, 500).await;
     assert_eq!(
         spares(&app).await,
