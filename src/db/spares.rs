@@ -11,8 +11,9 @@
 //!
 //! Only spares built at the version the claiming binary expects, with its `LOGIN`
 //! setting, are claimed. Older ones are dropped by the keeper of a newer binary; a newer
-//! one is left for the binary that expects it, so two versions running side by side during
-//! a deploy do not undo each other's work.
+//! one is left for the binary that expects it, and its presence stops older binaries from
+//! building more, so two versions running side by side during a deploy do not undo each
+//! other's work.
 //!
 //! [`create_tenant`]: super::provisioning::create_tenant
 
@@ -70,7 +71,9 @@ pub async fn claim(
     Ok(true)
 }
 
-/// Builds one spare if fewer than `target` are ready. Returns whether it built one.
+/// Builds one spare if fewer than `target` are ready and no newer binary is keeping spares
+/// (one of a later version exists: during a deploy the old processes stop building what
+/// the new ones would drop). Returns whether it built one.
 pub async fn top_up_one(
     db: &Db,
     migrations: &TenantMigrations,
@@ -81,14 +84,16 @@ pub async fn top_up_one(
     let tx = conn.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TOP_UP_LOCK])
         .await?;
-    let ready: i64 = tx
+    let row = tx
         .query_one(
-            "SELECT count(*) FROM public.tenant_spares WHERE schema_version = $1 AND role_login = $2",
+            "SELECT count(*) FILTER (WHERE schema_version = $1 AND role_login = $2),
+                    count(*) FILTER (WHERE schema_version > $1)
+             FROM public.tenant_spares",
             &[&migrations.latest(), &naming.tenant_roles_login()],
         )
-        .await?
-        .get(0);
-    if ready >= target as i64 {
+        .await?;
+    let (ready, newer): (i64, i64) = (row.get(0), row.get(1));
+    if ready >= target as i64 || newer > 0 {
         return Ok(false);
     }
     let spare = naming.spare(Uuid::now_v7());
