@@ -70,9 +70,10 @@ pub enum Layout {
     TenantLanes,
 }
 
-/// Connections per lane: a tenant's requests run on two connections at once before they
-/// spill into other lanes.
-pub const LANE_SIZE: usize = 2;
+/// Connections per lane: a tenant's requests run on its lane's one connection and spill
+/// into other lanes when it is busy. One rather than two halves the tenants each backend
+/// meets (its catalog caches and per-tenant statements); measured in BENCHMARKS.md.
+pub const LANE_SIZE: usize = 1;
 
 /// How long a tenant transaction waits for its home lane when every connection is busy,
 /// before it takes the first connection of any lane.
@@ -168,6 +169,11 @@ impl Db {
         let anywhere = self.lanes.iter().map(|lane| Box::pin(lane.get()));
         let (first, _, _) = futures::future::select_all(anywhere).await;
         Ok(first?)
+    }
+
+    /// How many lanes this process has (none when laid out [`Layout::Shared`]).
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
     }
 
     /// The lane `company` is at home in, when this process has lanes.

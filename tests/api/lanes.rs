@@ -86,7 +86,7 @@ async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere
     // A company at home in each lane.
     let mut by_lane = std::collections::BTreeMap::new();
     for n in 0.. {
-        if by_lane.len() == 3 {
+        if by_lane.len() == db.lane_count() {
             break;
         }
         let c = CompanyId(app.register(&format!("Busy lanes {n}")).await.company_id);
