@@ -127,6 +127,31 @@ fn invalid(variable: &'static str, problem: impl Into<String>) -> ConfigError {
 
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// The whole number in `variable` (read through `get`), which must lie in `range`, or
+/// `default` when it is unset. `unit` names what it counts in the error: "expected
+/// {unit} from {start} to {end}".
+fn bounded<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+    variable: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    variable,
+                    format!("expected {unit} from {} to {}", range.start(), range.end()),
+                )
+            }),
+    }
+}
+
 impl Config {
     /// Reads the process environment, after loading `.env` if there is one.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -167,14 +192,8 @@ impl Config {
         let tenancy = TenantNaming::for_database(database)
             .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
 
-        let database_pool_size = match get("DATABASE_POOL_SIZE") {
-            None => 8,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| invalid("DATABASE_POOL_SIZE", "expected a number from 1 to 1000"))?,
-        };
+        let database_pool_size =
+            bounded(get, "DATABASE_POOL_SIZE", 8, 1..=1000, "a number")? as usize;
 
         let redis_url = get("REDIS_URL").unwrap_or("redis://127.0.0.1:6379");
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
@@ -272,46 +291,17 @@ impl Config {
                 "expected an address, e.g. Estate <no-reply@example.com>",
             ));
         }
-        let worker_concurrency = match get("WORKER_CONCURRENCY") {
-            None => 8,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=256).contains(n))
-                .ok_or_else(|| invalid("WORKER_CONCURRENCY", "expected a number from 1 to 256"))?,
-        };
+        let worker_concurrency =
+            bounded(get, "WORKER_CONCURRENCY", 8, 1..=256, "a number")? as usize;
 
         let sentry_dsn = match get("SENTRY_DSN") {
             None => None,
             Some(dsn) if dsn.parse::<sentry::types::Dsn>().is_ok() => Some(Secret::new(dsn)),
             Some(_) => return Err(invalid("SENTRY_DSN", "not a Sentry DSN")),
         };
-        let verdict_cache_ms = match get("VERDICT_CACHE_MS") {
-            None => 1000,
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n <= 1000)
-                .ok_or_else(|| {
-                    invalid("VERDICT_CACHE_MS", "expected milliseconds from 0 to 1000")
-                })?,
-        };
-        let tenant_spares = match get("TENANT_SPARES") {
-            None => 2,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 100)
-                .ok_or_else(|| invalid("TENANT_SPARES", "expected a number from 0 to 100"))?,
-        };
-        let worker_orphan_secs = match get("WORKER_ORPHAN_SECS") {
-            None => 30,
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=3600).contains(n))
-                .ok_or_else(|| invalid("WORKER_ORPHAN_SECS", "expected seconds from 1 to 3600"))?,
-        };
+        let verdict_cache_ms = bounded(get, "VERDICT_CACHE_MS", 1000, 0..=1000, "milliseconds")?;
+        let tenant_spares = bounded(get, "TENANT_SPARES", 2, 0..=100, "a number")? as usize;
+        let worker_orphan_secs = bounded(get, "WORKER_ORPHAN_SECS", 30, 1..=3600, "seconds")?;
 
         Ok(Config {
             app_env,
@@ -401,10 +391,29 @@ mod tests {
             ("MAIL_FROM", "not an address"),
             ("WORKER_CONCURRENCY", "0"),
             ("SENTRY_DSN", "not a dsn"),
+            ("VERDICT_CACHE_MS", "1001"),
+            ("TENANT_SPARES", "-1"),
+            ("WORKER_ORPHAN_SECS", "0"),
         ] {
             let e = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(e.variable, name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn numbers_take_their_default_and_refuse_values_outside_their_range() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.database_pool_size, 8);
+        assert_eq!(c.tenant_spares, 2);
+        assert_eq!(c.verdict_cache, std::time::Duration::from_millis(1000));
+        let c =
+            Config::from_vars(&vars(&[("TENANT_SPARES", "0"), ("VERDICT_CACHE_MS", "0")])).unwrap();
+        assert_eq!(c.tenant_spares, 0);
+        assert!(c.verdict_cache.is_zero());
+        let e = Config::from_vars(&vars(&[("TENANT_SPARES", "101")])).unwrap_err();
+        assert_eq!(e.problem, "expected a number from 0 to 100");
+        let e = Config::from_vars(&vars(&[("WORKER_ORPHAN_SECS", "x")])).unwrap_err();
+        assert_eq!(e.problem, "expected seconds from 1 to 3600");
     }
 
     #[test]
