@@ -257,6 +257,17 @@ async fn spares(app: &TestApp) -> (i64, i64) {
     (listed, schemas)
 }
 
+/// Tenants in the app's registry.
+async fn registered(app: &TestApp) -> i64 {
+    app.database
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn a_registration_claims_a_spare_that_is_the_same_as_a_created_tenant() {
     let app = spawn_app().await;
@@ -326,12 +337,7 @@ async fn a_failed_registration_gives_its_spare_back() {
         "the spare is still listed, unrenamed"
     );
     assert_eq!(app.database.roles().await, roles);
-    let tenants: i64 = db
-        .query_one("SELECT count(*) FROM tenants", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(tenants, 0);
+    assert_eq!(registered(&app).await, 0);
 }
 
 #[tokio::test]
@@ -449,15 +455,7 @@ async fn the_server_keeps_its_spares_topped_up() {
     ready((2, 2)).await;
     let t = app.register("Topped").await;
     ready((2, 2)).await;
-    let tenants: i64 = app
-        .database
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM tenants", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(tenants, 1);
+    assert_eq!(registered(&app).await, 1);
     assert_eq!(
         app.get("/api/v1/estates", &t.access_token).await.status(),
         200

@@ -54,13 +54,14 @@ async fn a_remembered_verdict_is_skipped_until_a_write_or_its_time_is_up() {
     let key = guard.sql();
     assert!(!cache.fresh(&key));
 
-    let mut tx = db
-        .guarded_tenant_tx(
+    // A tenant transaction whose verdict the cache remembers if it is `ok`.
+    let remembered = || {
+        db.guarded_tenant_tx(
             principal.company,
             cache.remembering(guard.clone(), key.clone()),
         )
-        .await
-        .unwrap();
+    };
+    let mut tx = remembered().await.unwrap();
     tx.query("SELECT 1", &[]).await.unwrap();
     tx.commit().await.unwrap();
     assert!(cache.fresh(&key), "an ok verdict is remembered");
@@ -71,13 +72,7 @@ async fn a_remembered_verdict_is_skipped_until_a_write_or_its_time_is_up() {
     // ...until a write request finishes, after which the check runs again and refuses.
     cache.invalidate();
     assert!(!cache.fresh(&key));
-    let mut tx = db
-        .guarded_tenant_tx(
-            principal.company,
-            cache.remembering(guard.clone(), key.clone()),
-        )
-        .await
-        .unwrap();
+    let mut tx = remembered().await.unwrap();
     assert!(tx.query("SELECT 1", &[]).await.is_err());
     drop(tx);
     assert!(!cache.fresh(&key), "a refusal is not remembered");
