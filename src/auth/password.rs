@@ -4,9 +4,10 @@
 //! runs on a few threads of its own, one per core, fed in order from a queue. That bounds
 //! both the cores and the memory a burst of registrations or logins can take (64 at once
 //! on the blocking pool held over a gigabyte), and each thread reuses its allocation from
-//! one hash to the next instead of every blocking thread keeping one. Measured on the
-//! server after 30 to 90 registrations, 8 at a time: 64–208 MB resident before, 82–111 MB
-//! after (BENCHMARKS.md).
+//! one hash to the next instead of every blocking thread keeping one. After each hash the
+//! thread hands the freed buffer back to the system ([`after_each_hash`]; the binary, which
+//! chose the allocator, says how). Measured on the server after 30 to 90 registrations, 8
+//! at a time: 64–208 MB resident before, 42 MB after (BENCHMARKS.md).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -62,6 +63,14 @@ fn dummy_hash() -> Option<&'static str> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+static AFTER_EACH_HASH: OnceLock<fn()> = OnceLock::new();
+
+/// Sets what a hashing thread runs after each job: the allocator's way of returning the
+/// memory the hash freed. Only the first call counts.
+pub fn after_each_hash(release: fn()) {
+    let _ = AFTER_EACH_HASH.set(release);
+}
+
 /// The queue of the hashing threads, started on first use.
 fn hashing_queue() -> Result<&'static Sender<Job>, AppError> {
     static QUEUE: OnceLock<Option<Sender<Job>>> = OnceLock::new();
@@ -112,7 +121,12 @@ async fn on_hashing_thread<T: Send + 'static>(
 ) -> Result<T, AppError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
-        let _ = answer.send(work());
+        let result = work();
+        // Before answering, so the caller finds the memory already handed back.
+        if let Some(release) = AFTER_EACH_HASH.get() {
+            release();
+        }
+        let _ = answer.send(result);
     });
     hashing_queue()?
         .send(job)
@@ -133,6 +147,25 @@ mod tests {
         assert!(super::verify("correct horse".into(), Some(h.clone())).await);
         assert!(!super::verify("wrong horse".into(), Some(h)).await);
         assert!(!super::verify("correct horse".into(), None).await);
+    }
+
+    /// The hook runs on the hashing thread after each job, before the answer comes back.
+    #[tokio::test]
+    async fn the_release_hook_runs_after_each_hash() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RELEASED_ON_HASHING_THREAD: AtomicUsize = AtomicUsize::new(0);
+        fn release() {
+            let on_hashing_thread = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("password-hash-"));
+            if on_hashing_thread {
+                RELEASED_ON_HASHING_THREAD.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        super::after_each_hash(release);
+        let before = RELEASED_ON_HASHING_THREAD.load(Ordering::SeqCst);
+        super::hash("correct horse".into()).await.unwrap();
+        assert!(RELEASED_ON_HASHING_THREAD.load(Ordering::SeqCst) > before);
     }
 
     /// However many hashes are asked for at once, they run on the hashing threads only,
