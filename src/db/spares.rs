@@ -141,16 +141,34 @@ pub async fn drop_outdated(db: &Db, migrations: &TenantMigrations) -> Result<usi
 }
 
 /// Drops outdated spares, then builds spares until `target` are ready. Returns how many it
-/// built.
+/// built. One look first, outside any transaction: the keeper calls this every second, and
+/// almost always there is nothing to do.
 pub async fn replenish(
     db: &Db,
     migrations: &TenantMigrations,
     target: usize,
 ) -> Result<usize, DbError> {
-    drop_outdated(db, migrations).await?;
+    let look = db
+        .shared()
+        .await?
+        .query_one(
+            "SELECT count(*) FILTER (WHERE schema_version = $1 AND role_login = $2),
+                    count(*) FILTER (WHERE schema_version > $1),
+                    count(*) FILTER (WHERE schema_version < $1)
+             FROM public.tenant_spares",
+            &[&migrations.latest(), &db.naming().tenant_roles_login()],
+        )
+        .await?;
+    let (ready, newer, outdated): (i64, i64, i64) = (look.get(0), look.get(1), look.get(2));
+    if outdated > 0 {
+        drop_outdated(db, migrations).await?;
+    }
     let mut built = 0;
-    while top_up_one(db, migrations, target).await? {
-        built += 1;
+    // `top_up_one` counts again under the lock: another process may be topping up too.
+    if ready < target as i64 && newer == 0 {
+        while top_up_one(db, migrations, target).await? {
+            built += 1;
+        }
     }
     Ok(built)
 }
