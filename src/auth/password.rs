@@ -2,8 +2,8 @@
 //!
 //! Hashing is CPU-bound (~90 ms in release) and each hash fills 19 MiB of memory, so it
 //! runs on a few threads of its own, one per core, fed in order from a queue. That bounds
-//! both the cores and the memory a burst of registrations or logins can take (64 at once
-//! on the blocking pool held over a gigabyte), and each thread reuses its allocation from
+//! both the cores and the memory a burst of registrations or logins can take (on the
+//! blocking pool, 64 at once would need 1.2 GB), and each thread reuses its allocation from
 //! one hash to the next instead of every blocking thread keeping one. After each hash the
 //! thread hands the freed buffer back to the system ([`after_each_hash`]; the binary, which
 //! chose the allocator, says how). Measured on the server after 30 to 90 registrations, 8
