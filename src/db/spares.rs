@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use super::migrations::TenantMigrations;
@@ -84,16 +84,7 @@ pub async fn top_up_one(
     let tx = conn.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TOP_UP_LOCK])
         .await?;
-    let row = tx
-        .query_one(
-            "SELECT count(*) FILTER (WHERE schema_version = $1 AND role_login = $2),
-                    count(*) FILTER (WHERE schema_version > $1)
-             FROM public.tenant_spares",
-            &[&migrations.latest(), &naming.tenant_roles_login()],
-        )
-        .await?;
-    let (ready, newer): (i64, i64) = (row.get(0), row.get(1));
-    if ready >= target as i64 || newer > 0 {
+    if !count(&tx, naming, migrations).await?.wants_more(target) {
         return Ok(false);
     }
     let spare = naming.spare(Uuid::now_v7());
@@ -109,6 +100,45 @@ pub async fn top_up_one(
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// The spares as a binary expecting `migrations` sees them.
+struct Counts {
+    /// At its version and with its `LOGIN` setting: the ones it may claim.
+    ready: i64,
+    /// Built by a newer binary.
+    newer: i64,
+    /// Built by an older binary, to be dropped.
+    outdated: i64,
+}
+
+impl Counts {
+    /// Whether this binary should build another: fewer than `target` ready, and no newer
+    /// binary keeping spares.
+    fn wants_more(&self, target: usize) -> bool {
+        self.ready < target as i64 && self.newer == 0
+    }
+}
+
+async fn count(
+    client: &impl GenericClient,
+    naming: &TenantNaming,
+    migrations: &TenantMigrations,
+) -> Result<Counts, DbError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE schema_version = $1 AND role_login = $2),
+                    count(*) FILTER (WHERE schema_version > $1),
+                    count(*) FILTER (WHERE schema_version < $1)
+             FROM public.tenant_spares",
+            &[&migrations.latest(), &naming.tenant_roles_login()],
+        )
+        .await?;
+    Ok(Counts {
+        ready: row.get(0),
+        newer: row.get(1),
+        outdated: row.get(2),
+    })
 }
 
 /// Drops spares built for an older version of the tenant migrations than `migrations`,
@@ -148,24 +178,13 @@ pub async fn replenish(
     migrations: &TenantMigrations,
     target: usize,
 ) -> Result<usize, DbError> {
-    let look = db
-        .shared()
-        .await?
-        .query_one(
-            "SELECT count(*) FILTER (WHERE schema_version = $1 AND role_login = $2),
-                    count(*) FILTER (WHERE schema_version > $1),
-                    count(*) FILTER (WHERE schema_version < $1)
-             FROM public.tenant_spares",
-            &[&migrations.latest(), &db.naming().tenant_roles_login()],
-        )
-        .await?;
-    let (ready, newer, outdated): (i64, i64, i64) = (look.get(0), look.get(1), look.get(2));
-    if outdated > 0 {
+    let look = count(&db.shared().await?, db.naming(), migrations).await?;
+    if look.outdated > 0 {
         drop_outdated(db, migrations).await?;
     }
     let mut built = 0;
     // `top_up_one` counts again under the lock: another process may be topping up too.
-    if ready < target as i64 && newer == 0 {
+    if look.wants_more(target) {
         while top_up_one(db, migrations, target).await? {
             built += 1;
         }
