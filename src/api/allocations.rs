@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::idempotency::{Claimed, Keyed};
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::{RawListParams, links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -27,7 +28,7 @@ use crate::error::FieldErrors;
 
 pub struct AllocationsApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "Allocation")]
 pub struct AllocationBody {
     pub id: Uuid,
@@ -42,7 +43,9 @@ pub struct AllocationBody {
     /// `active`, `completed` (fully paid) or `cancelled`.
     pub status: String,
     pub created_by: Uuid,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -64,7 +67,7 @@ impl From<Allocation> for AllocationBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "Payment")]
 pub struct PaymentBody {
     pub id: Uuid,
@@ -74,8 +77,10 @@ pub struct PaymentBody {
     /// `cash`, `bank_transfer`, `card` or `stripe`.
     pub method: String,
     pub reference: String,
+    #[serde(serialize_with = "rfc3339")]
     pub paid_at: DateTime<Utc>,
     pub recorded_by: Uuid,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -94,7 +99,7 @@ impl From<Payment> for PaymentBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct AllocationPage {
     pub count: i64,
     pub next: Option<String>,
@@ -102,7 +107,7 @@ pub struct AllocationPage {
     pub results: Vec<AllocationBody>,
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct PaymentHistory {
     /// Every payment of the allocation, oldest first.
     pub count: i64,
@@ -184,7 +189,7 @@ impl AllocationsApi {
         created_before: Query<Option<String>>,
         /// Only these ids (comma-separated, at most 100).
         ids: Query<Option<String>>,
-    ) -> Result<Json<AllocationPage>, ErrorResponse> {
+    ) -> Result<JsonBody<AllocationPage>, ErrorResponse> {
         let mut errors = FieldErrors::default();
         let common = RawListParams {
             page: page.0,
@@ -218,7 +223,7 @@ impl AllocationsApi {
         let page = allocations::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(AllocationPage {
+        Ok(JsonBody(AllocationPage {
             count: page.count,
             next,
             previous,
@@ -321,13 +326,13 @@ impl AllocationsApi {
         auth: Auth,
         state: Data<&Arc<ApiState>>,
         id: Path<Uuid>,
-    ) -> Result<Json<PaymentHistory>, ErrorResponse> {
+    ) -> Result<JsonBody<PaymentHistory>, ErrorResponse> {
         let mut tx = auth
             .tenant_tx(&state, Operation::AllocationsPaymentHistory)
             .await?;
         let payments = allocations::payment_history(&mut tx, id.0).await?;
         tx.commit_read_only()?;
-        Ok(Json(PaymentHistory {
+        Ok(JsonBody(PaymentHistory {
             count: payments.len() as i64,
             next: None,
             previous: None,
@@ -350,7 +355,7 @@ impl AllocationsApi {
         page_size: Query<Option<i64>>,
         /// Only allocations with this status.
         status: Query<Option<String>>,
-    ) -> Result<Json<AllocationPage>, ErrorResponse> {
+    ) -> Result<JsonBody<AllocationPage>, ErrorResponse> {
         let mut errors = FieldErrors::default();
         let page = errors.check("page", PageRequest::parse_page(page.0));
         let page_size = errors.check("page_size", PageRequest::parse_page_size(page_size.0));
@@ -381,7 +386,7 @@ impl AllocationsApi {
         let page = allocations::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(AllocationPage {
+        Ok(JsonBody(AllocationPage {
             count: page.count,
             next,
             previous,

@@ -9,6 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::json_body::{JsonBody, rfc3339, rfc3339_opt};
 use super::listing::parse_time;
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -20,7 +21,7 @@ use crate::error::FieldErrors;
 
 pub struct ApiKeysApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "ApiKey")]
 pub struct ApiKeyBody {
     pub id: Uuid,
@@ -31,9 +32,13 @@ pub struct ApiKeyBody {
     pub scope: String,
     /// The user the key acts for.
     pub created_by: Uuid,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -61,7 +66,7 @@ pub struct CreatedApiKeyBody {
     pub key: String,
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct ApiKeyPage {
     pub count: i64,
     pub next: Option<String>,
@@ -102,10 +107,10 @@ impl ApiKeysApi {
         &self,
         auth: Auth,
         state: Data<&Arc<ApiState>>,
-    ) -> Result<Json<ApiKeyPage>, ErrorResponse> {
+    ) -> Result<JsonBody<ApiKeyPage>, ErrorResponse> {
         let principal = auth.verified(&state, Operation::ApiKeysList).await?;
         let keys = api_keys::list(&state.db.shared().await?, principal).await?;
-        Ok(Json(ApiKeyPage {
+        Ok(JsonBody(ApiKeyPage {
             count: keys.len() as i64,
             next: None,
             previous: None,

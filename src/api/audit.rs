@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Query;
-use poem_openapi::payload::Json;
 use poem_openapi::types::Any;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -23,7 +23,7 @@ use crate::error::{AppError, FieldErrors};
 
 pub struct AuditApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "AuditLogEntry")]
 pub struct AuditBody {
     pub id: Uuid,
@@ -44,6 +44,7 @@ pub struct AuditBody {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -66,7 +67,7 @@ impl From<AuditRecord> for AuditBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct AuditLogPage {
     pub count: i64,
     pub next: Option<String>,
@@ -147,7 +148,7 @@ impl AuditApi {
         created_after: Query<Option<String>>,
         /// Only entries before this RFC 3339 time.
         created_before: Query<Option<String>>,
-    ) -> Result<Json<AuditLogPage>, ErrorResponse> {
+    ) -> Result<JsonBody<AuditLogPage>, ErrorResponse> {
         let filter = parse_filter(
             page.0,
             page_size.0,
@@ -163,7 +164,7 @@ impl AuditApi {
         let page = audit::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(AuditLogPage {
+        Ok(JsonBody(AuditLogPage {
             count: page.count,
             next,
             previous,

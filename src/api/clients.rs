@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::estates::patch_field;
 use super::idempotency::{Claimed, Keyed};
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -25,7 +26,7 @@ use crate::error::FieldErrors;
 
 pub struct ClientsApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "Client")]
 pub struct ClientBody {
     pub id: Uuid,
@@ -35,7 +36,9 @@ pub struct ClientBody {
     /// Empty when unknown.
     pub phone: String,
     pub created_by: Uuid,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -53,7 +56,7 @@ impl From<Client> for ClientBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct ClientPage {
     pub count: i64,
     pub next: Option<String>,
@@ -124,7 +127,7 @@ impl ClientsApi {
         created_before: Query<Option<String>>,
         /// Only these ids (comma-separated, at most 100).
         ids: Query<Option<String>>,
-    ) -> Result<Json<ClientPage>, ErrorResponse> {
+    ) -> Result<JsonBody<ClientPage>, ErrorResponse> {
         let mut errors = FieldErrors::default();
         let common = RawListParams {
             page: page.0,
@@ -151,7 +154,7 @@ impl ClientsApi {
         let page = clients::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(ClientPage {
+        Ok(JsonBody(ClientPage {
             count: page.count,
             next,
             previous,

@@ -9,6 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
+use super::json_body::{JsonBody, rfc3339};
 use super::problem::ErrorResponse;
 use super::security::Auth;
 use super::subscriptions::{ChangeTier, SubscriptionBody, parse_tier, subscription_body};
@@ -21,7 +22,7 @@ use crate::rate_limit::{CountSource, Subject};
 
 pub struct CompaniesApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "Company")]
 pub struct CompanyBody {
     pub id: Uuid,
@@ -31,7 +32,9 @@ pub struct CompanyBody {
     pub tier: String,
     /// `active`, `suspended` or `deleted`.
     pub status: String,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -49,7 +52,7 @@ impl From<CompanyDetails> for CompanyBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct CompanyPage {
     /// Always 1: a caller sees only its own company.
     pub count: i64,
@@ -91,10 +94,10 @@ impl CompaniesApi {
         &self,
         auth: Auth,
         state: Data<&Arc<ApiState>>,
-    ) -> Result<Json<CompanyPage>, ErrorResponse> {
+    ) -> Result<JsonBody<CompanyPage>, ErrorResponse> {
         let principal = auth.verified(&state, Operation::CompaniesList).await?;
         let company = companies::get(&state.db, principal, principal.company.0).await?;
-        Ok(Json(CompanyPage {
+        Ok(JsonBody(CompanyPage {
             count: 1,
             next: None,
             previous: None,

@@ -12,6 +12,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::idempotency::{Claimed, Keyed};
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -26,8 +27,9 @@ use crate::error::{AppError, FieldErrors};
 
 pub struct EstatesApi;
 
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum EstateStatusBody {
     Planning,
     Active,
@@ -46,7 +48,7 @@ impl From<EstateStatus> for EstateStatusBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "Estate")]
 pub struct EstateBody {
     pub id: Uuid,
@@ -56,7 +58,9 @@ pub struct EstateBody {
     pub status: EstateStatusBody,
     /// The user who created the estate.
     pub created_by: Uuid,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -110,7 +114,7 @@ pub(crate) fn patch_field(f: &MaybeUndefined<String>) -> PatchField<'_> {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct EstatePage {
     /// Estates matching the filters, across all pages.
     pub count: i64,
@@ -205,7 +209,7 @@ impl EstatesApi {
         created_before: Query<Option<String>>,
         /// Only these ids (comma-separated, at most 100).
         ids: Query<Option<String>>,
-    ) -> Result<Json<EstatePage>, ErrorResponse> {
+    ) -> Result<JsonBody<EstatePage>, ErrorResponse> {
         let filter = parse_filter(
             page.0,
             page_size.0,
@@ -220,7 +224,7 @@ impl EstatesApi {
         let page = estates::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(EstatePage {
+        Ok(JsonBody(EstatePage {
             count: page.count,
             next,
             previous,

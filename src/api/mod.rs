@@ -10,6 +10,7 @@ pub mod companies;
 pub mod estates;
 pub mod health;
 pub mod idempotency;
+pub mod json_body;
 pub mod listing;
 pub mod middleware;
 pub mod oauth;

@@ -10,6 +10,7 @@ use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::json_body::{JsonBody, rfc3339, rfc3339_opt};
 use super::problem::ErrorResponse;
 use super::security::Auth;
 use super::{ApiState, ApiTags};
@@ -40,7 +41,7 @@ pub struct ClientTokenBody {
     pub scope: String,
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "OAuthClient")]
 pub struct OAuthClientBody {
     pub id: Uuid,
@@ -50,7 +51,9 @@ pub struct OAuthClientBody {
     pub scope: String,
     /// The user the client acts for.
     pub created_by: Uuid,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -76,7 +79,7 @@ pub struct CreatedOAuthClientBody {
     pub client_secret: String,
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct OAuthClientPage {
     pub count: i64,
     pub next: Option<String>,
@@ -141,10 +144,10 @@ impl OAuthApi {
         &self,
         auth: Auth,
         state: Data<&Arc<ApiState>>,
-    ) -> Result<Json<OAuthClientPage>, ErrorResponse> {
+    ) -> Result<JsonBody<OAuthClientPage>, ErrorResponse> {
         let principal = auth.verified(&state, Operation::OAuthClientsList).await?;
         let clients = oauth_clients::list(&state.db, principal).await?;
-        Ok(Json(OAuthClientPage {
+        Ok(JsonBody(OAuthClientPage {
             count: clients.len() as i64,
             next: None,
             previous: None,

@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::idempotency::{Claimed, Keyed};
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -26,7 +27,7 @@ use crate::error::FieldErrors;
 
 pub struct PropertiesApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "Property")]
 pub struct PropertyBody {
     pub id: Uuid,
@@ -40,7 +41,9 @@ pub struct PropertyBody {
     /// `available`, `reserved`, `allocated` or `sold`.
     pub status: String,
     pub created_by: Uuid,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -60,7 +63,7 @@ impl From<Property> for PropertyBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct PropertyPage {
     pub count: i64,
     pub next: Option<String>,
@@ -142,7 +145,7 @@ impl PropertiesApi {
         created_before: Query<Option<String>>,
         /// Only these ids (comma-separated, at most 100).
         ids: Query<Option<String>>,
-    ) -> Result<Json<PropertyPage>, ErrorResponse> {
+    ) -> Result<JsonBody<PropertyPage>, ErrorResponse> {
         let mut errors = FieldErrors::default();
         let common = RawListParams {
             page: page.0,
@@ -185,7 +188,7 @@ impl PropertiesApi {
         let page = properties::list(&mut tx, &filter).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(PropertyPage {
+        Ok(JsonBody(PropertyPage {
             count: page.count,
             next,
             previous,

@@ -10,6 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::links;
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -83,7 +84,7 @@ pub struct ChangeTier {
     pub tier: String,
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "BillingEvent")]
 pub struct BillingEventBody {
     pub id: Uuid,
@@ -99,6 +100,7 @@ pub struct BillingEventBody {
     /// The Stripe object this line is about.
     pub stripe_id: Option<String>,
     pub detail: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -118,7 +120,7 @@ impl From<BillingEvent> for BillingEventBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct BillingEventPage {
     pub count: i64,
     pub next: Option<String>,
@@ -240,7 +242,7 @@ impl SubscriptionsApi {
         req: &Request,
         page: Query<Option<i64>>,
         page_size: Query<Option<i64>>,
-    ) -> Result<Json<BillingEventPage>, ErrorResponse> {
+    ) -> Result<JsonBody<BillingEventPage>, ErrorResponse> {
         let mut errors = FieldErrors::default();
         let page = errors.check("page", PageRequest::parse_page(page.0));
         let page_size = errors.check("page_size", PageRequest::parse_page_size(page_size.0));
@@ -255,7 +257,7 @@ impl SubscriptionsApi {
             .await?;
         let page = subscriptions::history(&state.db, principal.company, request).await?;
         let (next, previous) = links(req, &page);
-        Ok(Json(BillingEventPage {
+        Ok(JsonBody(BillingEventPage {
             count: page.count,
             next,
             previous,

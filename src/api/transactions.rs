@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::allocations::PaymentBody;
+use super::json_body::JsonBody;
 use super::listing::{RawListParams, links, parse_time};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -27,7 +28,7 @@ use crate::error::{AppError, FieldErrors};
 
 pub struct TransactionsApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct TransactionPage {
     pub count: i64,
     pub next: Option<String>,
@@ -141,7 +142,7 @@ impl TransactionsApi {
         max_amount: Query<Option<String>>,
         /// Only these ids (comma-separated, at most 100).
         ids: Query<Option<String>>,
-    ) -> Result<Json<TransactionPage>, ErrorResponse> {
+    ) -> Result<JsonBody<TransactionPage>, ErrorResponse> {
         let mut errors = FieldErrors::default();
         let common = RawListParams {
             page: page.0,
@@ -168,7 +169,7 @@ impl TransactionsApi {
         let page = transactions::list(&mut tx, &filter, &common.ordering, common.page).await?;
         tx.commit_read_only()?;
         let (next, previous) = links(req, &page);
-        Ok(Json(TransactionPage {
+        Ok(JsonBody(TransactionPage {
             count: page.count,
             next,
             previous,

@@ -9,7 +9,7 @@ use serde_json::Value;
 /// A decimal number written as a JSON string, such as money (`"2500000.00"`). Only a
 /// string is accepted: a JSON number is refused, since money must never pass through a
 /// float on its way in (poem-openapi's plain `String` would turn `12.5` into `"12.5"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DecimalString(pub String);
 
 impl DecimalString {

@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::idempotency::{Claimed, Keyed};
+use super::json_body::{JsonBody, rfc3339};
 use super::listing::{RawListParams, links};
 use super::problem::ErrorResponse;
 use super::security::Auth;
@@ -24,7 +25,7 @@ use crate::error::{AppError, FieldErrors};
 
 pub struct UsersApi;
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 #[oai(rename = "User")]
 pub struct UserBody {
     pub id: Uuid,
@@ -34,7 +35,9 @@ pub struct UserBody {
     pub role: String,
     /// Inactive users cannot log in and their tokens do not work.
     pub is_active: bool,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -52,7 +55,7 @@ impl From<User> for UserBody {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct UserPage {
     pub count: i64,
     pub next: Option<String>,
@@ -174,7 +177,7 @@ impl UsersApi {
         created_before: Query<Option<String>>,
         /// Only these ids (comma-separated, at most 100).
         ids: Query<Option<String>>,
-    ) -> Result<Json<UserPage>, ErrorResponse> {
+    ) -> Result<JsonBody<UserPage>, ErrorResponse> {
         let filter = parse_filter(
             page.0,
             page_size.0,
@@ -190,7 +193,7 @@ impl UsersApi {
         let mut conn = state.db.shared().await?;
         let page = users::list(&mut conn, principal, &filter).await?;
         let (next, previous) = links(req, &page);
-        Ok(Json(UserPage {
+        Ok(JsonBody(UserPage {
             count: page.count,
             next,
             previous,
