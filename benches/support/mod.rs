@@ -136,18 +136,41 @@ fn millis(text: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Loads the server from wrk (a separate process) with `requests` (token, path) in turn,
-/// prints requests/s, p50 and p99 under `label`, and answers them.
-///
-/// The script formats each request once and defines no `response` hook (which would make
-/// wrk hand every answer's headers and body to Lua): wrk's own cost per request is part of
-/// what the cores spend, and answers other than 2xx are counted from wrk's summary instead.
+/// Requests each entry of a wrk run's list (each tenant) gets before the measured run.
+/// A fixed warm-up would leave runs over many tenants measured colder than runs over a
+/// few: 3 seconds ask each of 10 tenants thousands of times, each of 10,000 about once,
+/// and a PostgreSQL backend answers a tenant it has not met yet three times slower (its
+/// catalog caches; BENCHMARKS.md). So every run is measured at the same warmth per tenant.
+pub const WARM_REQUESTS_EACH: usize = 5;
+
+/// The first pass of every wrk run, reported on its own by [`run_wrk_from_cold`].
+pub const FIRST_PASS_SECS: u64 = 3;
+
+/// Loads the server from wrk (a separate process) with `requests` (token, path) in turn:
+/// a first pass of [`FIRST_PASS_SECS`], more until each request has been sent
+/// [`WARM_REQUESTS_EACH`] times, then the measured run of `duration`, whose requests/s,
+/// p50 and p99 it prints under `label` and answers.
 pub async fn run_wrk(
     url: &str,
     label: &str,
     requests: &[(String, String)],
     duration: &str,
 ) -> Load {
+    run_wrk_from_cold(url, label, requests, duration).await.1
+}
+
+/// [`run_wrk`], answering the first pass's figures as well: what the server does while
+/// its backends are meeting the tenants.
+///
+/// The script formats each request once and defines no `response` hook (which would make
+/// wrk hand every answer's headers and body to Lua): wrk's own cost per request is part of
+/// what the cores spend, and answers other than 2xx are counted from wrk's summary instead.
+pub async fn run_wrk_from_cold(
+    url: &str,
+    label: &str,
+    requests: &[(String, String)],
+    duration: &str,
+) -> (Load, Load) {
     let script = std::env::temp_dir().join(format!("estate-bench-{}.lua", std::process::id()));
     let list: Vec<String> = requests
         .iter()
@@ -166,25 +189,47 @@ pub async fn run_wrk(
     )
     .unwrap();
     let connections = env_or("BENCH_CONNECTIONS", "64");
-    let wrk = |d: &str| {
-        tokio::process::Command::new("wrk")
-            .args(["-t2", "-c", &connections, "-d", d, "--latency", "-s"])
-            .arg(&script)
-            .arg(url)
-            .output()
-    };
-    // Warm up connections and statement caches, then measure.
-    let _ = wrk("3s").await;
-    let output = wrk(duration).await;
-    let _ = std::fs::remove_file(&script);
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => {
-            println!("{label}: wrk not runnable ({e}); install it with `apt-get install wrk`");
-            return Load::default();
+    let wrk = |d: String| {
+        let script = script.clone();
+        let connections = connections.clone();
+        async move {
+            let output = tokio::process::Command::new("wrk")
+                .args(["-t2", "-c", &connections, "-d", &d, "--latency", "-s"])
+                .arg(&script)
+                .arg(url)
+                .output()
+                .await?;
+            Ok::<_, std::io::Error>(wrk_figures(&String::from_utf8_lossy(&output.stdout)))
         }
     };
-    let text = String::from_utf8_lossy(&output.stdout);
+    let passes = async {
+        let first = wrk(format!("{FIRST_PASS_SECS}s")).await?;
+        let sent = first.requests_per_sec * FIRST_PASS_SECS as f64;
+        let wanted = (requests.len() * WARM_REQUESTS_EACH) as f64;
+        if sent < wanted && first.requests_per_sec > 0.0 {
+            let more = ((wanted - sent) / first.requests_per_sec).ceil();
+            println!("{label}: {more:.0} s more warm-up, {WARM_REQUESTS_EACH} requests each");
+            wrk(format!("{more:.0}s")).await?;
+        }
+        Ok::<_, std::io::Error>((first, wrk(duration.to_string()).await?))
+    };
+    let result = passes.await;
+    let _ = std::fs::remove_file(&script);
+    match result {
+        Ok((first, load)) => {
+            println!("{label}, {connections} connections, first {FIRST_PASS_SECS} s: {first}");
+            println!("{label}, {connections} connections: {load}");
+            (first, load)
+        }
+        Err(e) => {
+            println!("{label}: wrk not runnable ({e}); install it with `apt-get install wrk`");
+            Default::default()
+        }
+    }
+}
+
+/// Requests/s, p50, p99 and errors from wrk's `--latency` summary.
+fn wrk_figures(text: &str) -> Load {
     let field = |prefix: &str| {
         text.lines()
             .find(|l| l.trim_start().starts_with(prefix))
@@ -202,14 +247,12 @@ pub async fn run_wrk(
             })
             .unwrap_or(0)
     };
-    let load = Load {
+    Load {
         requests_per_sec: field("Requests/sec:").parse().unwrap_or(f64::NAN),
         p50_ms: millis(&field("50%")),
         p99_ms: millis(&field("99%")),
         errors: count_after("Non-2xx") + count_after("Socket errors"),
-    };
-    println!("{label}, {connections} connections: {load}");
-    load
+    }
 }
 
 /// A company row and its tenant, in one transaction, as registration does (without the
