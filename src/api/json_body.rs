@@ -17,6 +17,8 @@ use poem_openapi::registry::{MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use serde::Serialize;
 
+use super::problem::{Problem, problem_response};
+
 /// A `200` JSON answer with `T`'s schema, written by `T`'s `serde::Serialize`.
 pub struct JsonBody<T>(pub T);
 
@@ -46,7 +48,10 @@ impl<T: Type + Serialize + Send> IntoResponse for JsonBody<T> {
             // none of the answer types has either.
             Err(e) => {
                 tracing::error!(error = %e, "could not write a JSON answer");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                problem_response(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the answer could not be written",
+                ))
             }
         }
     }
