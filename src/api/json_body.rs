@@ -73,7 +73,7 @@ pub fn rfc3339<S: serde::Serializer>(
     t: &chrono::DateTime<chrono::Utc>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&t.to_rfc3339())
+    serializer.serialize_str(&t.to_rfc3339())
 }
 
 /// [`rfc3339`] for `Option<DateTime<Utc>>`: `null` when absent.
