@@ -34,8 +34,9 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    FIRST_PASS_SECS, Load, SECRET, Served, WARM_REQUESTS_EACH, env_or, fixed_rate, mean,
-    percentile, provision, run_wrk, run_wrk_from_cold, seed, settle, with_database,
+    CpuTimes, FIRST_PASS_SECS, Load, SECRET, Served, WARM_REQUESTS_EACH, env_or, fixed_rate,
+    host_context, mean, percentile, provision, run_wrk, run_wrk_from_cold, seed, settle,
+    with_database,
 };
 
 #[global_allocator]
@@ -94,6 +95,7 @@ async fn run(config: Config) {
     let first: usize = env_or("BENCH_FIRST_TENANTS", "1000").parse().unwrap();
     let duration = env_or("BENCH_DURATION", "15s");
     let mut table = Table::default();
+    let host = CpuTimes::now();
     migrate_shared(config.database_url.expose(), config.tenancy.group_role())
         .await
         .unwrap();
@@ -271,6 +273,7 @@ async fn run(config: Config) {
         backend_memory(&db, None).await,
     );
     drop(server);
+    table.add("the host during the whole run", host_context(&host));
     table.print();
 }
 
