@@ -324,9 +324,10 @@ pub async fn seed(db: &Db, keys: &JwtKeys, tenants: &[CompanyId], estates: i32) 
 /// and `CREATE INDEX`es cleaned, visibility maps set, statistics for the planner. This
 /// machine's PostgreSQL runs with autovacuum off; with `ANALYZE` alone, the read load after
 /// the second migration ran ~35% slower through the tenant path and its p99 at a fixed
-/// rate was 2–4× worse (BENCHMARKS.md). Then the WAL flushed now rather than by a
-/// checkpoint in the middle of the read load. Separate statements: each commits table by
-/// table, where inside one transaction they would lock every table of every tenant.
+/// rate was twice as high (BENCHMARKS.md). Then the WAL flushed now rather than by a
+/// checkpoint in the middle of the read load. Separate statements: `VACUUM` cannot run in
+/// a transaction block, and on its own it commits table by table instead of locking every
+/// table of every tenant at once.
 pub async fn settle(db: &Db) {
     let conn = db.shared().await.unwrap();
     conn.batch_execute("VACUUM (ANALYZE)").await.unwrap();
@@ -337,7 +338,7 @@ pub async fn settle(db: &Db) {
 /// beside them: whether the kernel's DAMON proactive reclaim is paging out memory it finds
 /// cold (seen on these VMs: up to 50 ms of a core each second, and pages faulted back in
 /// under load), and the share of CPU time the hypervisor gave to others (steal).
-pub fn host_context(steal_since: &CpuTimes) -> String {
+pub fn host_context(since: &CpuTimes) -> String {
     let reclaim = std::fs::read_dir("/sys/kernel/mm/damon/admin/kdamonds")
         .map(|entries| {
             entries
@@ -349,8 +350,8 @@ pub fn host_context(steal_since: &CpuTimes) -> String {
         })
         .unwrap_or(false);
     let now = CpuTimes::now();
-    let total = now.total.saturating_sub(steal_since.total).max(1);
-    let steal = now.steal.saturating_sub(steal_since.steal);
+    let total = now.total.saturating_sub(since.total).max(1);
+    let steal = now.steal.saturating_sub(since.steal);
     format!(
         "DAMON proactive reclaim {}; CPU steal {:.1}%",
         if reclaim { "on" } else { "off" },
