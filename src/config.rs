@@ -73,10 +73,12 @@ pub struct Config {
     /// run elsewhere. Longer than any pause of a live worker; a killed worker's jobs wait
     /// this long.
     pub worker_orphan_after: std::time::Duration,
-    /// `VERDICT_CACHE_MS` (default 1000, 0 = off): how long a server process reuses a
-    /// credential's `ok` session verdict without asking PostgreSQL again. A change made
-    /// through this process applies to the next request; one made elsewhere (another
-    /// process, the database directly) within this time.
+    /// `VERDICT_CACHE_MS` (default 1000, 0 = off): how long a change made elsewhere
+    /// (another process, the database directly) may take to reach the `ok` session
+    /// verdicts a server process remembers. A change made through this process applies to
+    /// the next request; one announced by the database as soon as it is heard. A verdict is
+    /// reused up to this long, or up to `verdict::HEARD_LIFETIME` while the process hears
+    /// its own notifications come back within this time (see `verdict::VerdictCache`).
     pub verdict_cache: std::time::Duration,
     /// `TENANT_SPARES` (default 2, 0 = none): tenants `estate serve` keeps built ahead, so
     /// that a registration renames one instead of creating its schema (`db::spares`).

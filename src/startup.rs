@@ -36,6 +36,8 @@ pub struct Application {
     state: Arc<ApiState>,
     local_addr: SocketAddr,
     tenant_spares: usize,
+    /// Where the verdict cache listens for changes (see `verdict::listen`).
+    database: tokio_postgres::Config,
 }
 
 impl Application {
@@ -68,6 +70,11 @@ impl Application {
         listener.set_nonblocking(true).map_err(bind)?;
         let local_addr = listener.local_addr().map_err(bind)?;
         let acceptor = TcpAcceptor::from_std(listener).map_err(bind)?;
+        let database = config
+            .database_url
+            .expose()
+            .parse()
+            .map_err(|e| AppError::from(crate::db::DbError::Postgres(e)))?;
         Ok(Application {
             acceptor,
             state: Arc::new(ApiState {
@@ -82,6 +89,7 @@ impl Application {
             }),
             local_addr,
             tenant_spares: config.tenant_spares,
+            database,
         })
     }
 
@@ -101,6 +109,10 @@ impl Application {
             TenantMigrations::embedded(),
             self.tenant_spares,
         ));
+        let verdicts = self.state.verdicts.clone();
+        let listener = verdicts
+            .is_on()
+            .then(|| tokio::spawn(verdict::listen(self.database, verdicts)));
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 api::routes(self.state),
@@ -109,6 +121,9 @@ impl Application {
             )
             .await;
         keeper.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         served
     }
 }

@@ -9,9 +9,12 @@
 //! write while it is unpaid or cancelled).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_postgres::AsyncMessage;
 
 use super::permissions::Rule;
 use super::{Access, Machine, Principal};
@@ -195,21 +198,36 @@ pub fn refusal(reason: &str) -> AppError {
     }
 }
 
-/// The session verdicts this process saw answer `ok` in the last moments, so that a
-/// credential's next requests skip the check (the largest piece of a request's database
-/// work; BENCHMARKS.md). An entry counts for [`Config::verdict_cache`] at most, and only
-/// while no write request has finished in this process since the check was sent: a
-/// logout, a revocation, a deactivation, a role, plan or status change made through this
-/// process reaches the very next request. A change made elsewhere reaches it within the
-/// entry's lifetime (one second by default).
+/// The session verdicts this process saw answer `ok`, so that a credential's next
+/// requests skip the check (the largest piece of a request's database work;
+/// BENCHMARKS.md). An entry counts only while no write request has finished in this
+/// process and no change has been announced by PostgreSQL since the check was sent: a
+/// logout, a revocation, a deactivation, a role or status change made through this
+/// process reaches the very next request, one made elsewhere as soon as [`listen`] hears
+/// of it.
+///
+/// How long an entry counts rests on what has been heard. While this process's own
+/// notifications come back within [`Config::verdict_cache`] of being sent, every change
+/// committed before that has been heard (PostgreSQL delivers notifications in commit
+/// order), so an entry counts up to [`HEARD_LIFETIME`]. Otherwise — not yet listening,
+/// the listening connection lost or slow — for [`Config::verdict_cache`] only, so a
+/// change made elsewhere is seen within that (one second by default) either way.
 ///
 /// [`Config::verdict_cache`]: crate::config::Config::verdict_cache
 pub struct VerdictCache {
     ttl: Duration,
-    /// Advanced by every write request; an entry of an older epoch is stale.
-    epoch: AtomicU64,
+    /// Advanced by every write request and every change heard; an entry of an older
+    /// epoch is stale.
+    epoch: watch::Sender<u64>,
     entries: Mutex<HashMap<String, (Instant, u64)>>,
+    /// When the latest of this process's own notifications that came back was sent:
+    /// every change committed before then has been heard. `None` while not listening.
+    heard_up_to: watch::Sender<Option<Instant>>,
 }
+
+/// How long a remembered verdict counts while changes are being heard: a backstop for a
+/// change no trigger announces (shared migration V8 lists what does).
+pub const HEARD_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Opens `principal`'s tenant transaction for an operation under `rule`: its verdict
 /// travels with the first statement, unless `cache` remembers an `ok` one.
@@ -250,22 +268,75 @@ impl VerdictCache {
     pub fn new(ttl: Duration) -> Self {
         VerdictCache {
             ttl,
-            epoch: AtomicU64::new(0),
+            epoch: watch::Sender::new(0),
             entries: Mutex::new(HashMap::new()),
+            heard_up_to: watch::Sender::new(None),
         }
+    }
+
+    /// Whether the cache is in use at all (`VERDICT_CACHE_MS` above 0).
+    pub fn is_on(&self) -> bool {
+        !self.ttl.is_zero()
     }
 
     /// Whether the guard whose statement is `key` answered `ok` recently enough to be
     /// skipped.
     pub fn fresh(&self, key: &str) -> bool {
-        if self.ttl.is_zero() {
+        self.fresh_at(key, Instant::now())
+    }
+
+    fn fresh_at(&self, key: &str, now: Instant) -> bool {
+        if !self.is_on() {
             return false;
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let lifetime = if self.hearing_at(now) {
+            HEARD_LIFETIME
+        } else {
+            self.ttl
+        };
+        let epoch = *self.epoch.borrow();
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(key)
-            .is_some_and(|(at, e)| *e == epoch && at.elapsed() < self.ttl)
+            .is_some_and(|(at, e)| *e == epoch && now.saturating_duration_since(*at) < lifetime)
+    }
+
+    /// Whether every change committed more than [`Config::verdict_cache`] before `now`
+    /// has been heard.
+    ///
+    /// [`Config::verdict_cache`]: crate::config::Config::verdict_cache
+    fn hearing_at(&self, now: Instant) -> bool {
+        self.heard_up_to
+            .borrow()
+            .is_some_and(|sent| now.saturating_duration_since(sent) < self.ttl)
+    }
+
+    /// Whether changes made elsewhere are being heard now.
+    pub fn hearing(&self) -> bool {
+        self.hearing_at(Instant::now())
+    }
+
+    /// Every change committed before `sent` has been heard.
+    fn heard_up_to(&self, sent: Instant) {
+        self.heard_up_to
+            .send_modify(|latest| *latest = Some(latest.map_or(sent, |l| l.max(sent))));
+    }
+
+    /// Changes are no longer heard: entries count for [`Config::verdict_cache`] again.
+    ///
+    /// [`Config::verdict_cache`]: crate::config::Config::verdict_cache
+    fn deaf(&self) {
+        self.heard_up_to.send_replace(None);
+    }
+
+    /// Watches the epoch: it advances whenever remembered verdicts are dropped.
+    pub fn epochs(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    /// Watches what has been heard (see [`VerdictCache::hearing`]).
+    pub fn heard(&self) -> watch::Receiver<Option<Instant>> {
+        self.heard_up_to.subscribe()
     }
 
     /// `guard` (whose statement is `key`), set to be remembered when it answers `ok`. The
@@ -276,19 +347,145 @@ impl VerdictCache {
             return guard;
         }
         let cache = self.clone();
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = *self.epoch.borrow();
         guard.on_ok(Arc::new(move || {
             let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() >= MAX_ENTRIES {
-                let ttl = cache.ttl;
-                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+                let longest = HEARD_LIFETIME.max(cache.ttl);
+                entries.retain(|_, (at, _)| at.elapsed() < longest);
             }
             entries.insert(key.clone(), (Instant::now(), epoch));
         }))
     }
 
-    /// Every entry stale: called when a write request finishes.
+    /// Every entry stale: called when a write request finishes, and when a change is heard.
     pub fn invalidate(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epoch.send_modify(|epoch| *epoch += 1);
+    }
+}
+
+/// The channel shared migration V8's triggers announce changes on.
+const CHANNEL: &str = "estate_verdicts";
+
+/// Keeps `cache` hearing the changes announced on [`CHANNEL`], over a connection of its
+/// own (application name `estate verdicts`), reconnecting a second after losing it. Runs
+/// until aborted.
+pub async fn listen(database: tokio_postgres::Config, cache: Arc<VerdictCache>) {
+    loop {
+        if let Err(error) = hear(&database, &cache).await {
+            tracing::warn!(%error, "listening for verdict changes failed; retrying");
+        }
+        cache.deaf();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One listening connection, until it fails. Every quarter of the cache's bound it
+/// announces a ping of its own; when one comes back, everything committed before it was
+/// sent has been heard.
+async fn hear(database: &tokio_postgres::Config, cache: &VerdictCache) -> Result<(), DbError> {
+    let mut database = database.clone();
+    database.application_name("estate verdicts");
+    let (client, mut connection) = database.connect(tokio_postgres::NoTls).await?;
+    let (heard, mut payloads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message
+                && heard.send(n.payload().to_string()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let outcome = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        // Whatever changed before the LISTEN took effect was not heard.
+        cache.invalidate();
+        let me = format!("ping:{}:", uuid::Uuid::new_v4().simple());
+        let mut pings: HashMap<u64, Instant> = HashMap::new();
+        let mut next = 0u64;
+        let mut ticker = tokio::time::interval((cache.ttl / 4).max(Duration::from_millis(10)));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    next += 1;
+                    pings.insert(next, Instant::now());
+                    // Pings that never came back are not waited for beyond the bound.
+                    pings.retain(|_, sent| sent.elapsed() < cache.ttl);
+                    client
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("{me}{next}")])
+                        .await?;
+                }
+                payload = payloads.recv() => {
+                    let Some(payload) = payload else {
+                        return Err(DbError::Invariant("the listening connection closed".into()));
+                    };
+                    if let Some(n) = payload.strip_prefix(&me) {
+                        if let Some(sent) = n.parse().ok().and_then(|n: u64| pings.remove(&n)) {
+                            cache.heard_up_to(sent);
+                        }
+                    } else if !payload.starts_with("ping:") {
+                        cache.invalidate();
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembered_at(cache: &VerdictCache, at: Instant) {
+        let epoch = *cache.epoch.borrow();
+        cache
+            .entries
+            .lock()
+            .unwrap()
+            .insert("verdict".into(), (at, epoch));
+    }
+
+    #[test]
+    fn a_verdict_counts_a_bound_long_unless_changes_are_heard() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let cache = VerdictCache::new(s(1));
+        remembered_at(&cache, t0);
+        // Not listening: the bound.
+        assert!(cache.fresh_at("verdict", t0 + Duration::from_millis(900)));
+        assert!(!cache.fresh_at("verdict", t0 + s(2)));
+        // Everything committed before t0 + 1.5 s heard: it counts on...
+        cache.heard_up_to(t0 + Duration::from_millis(1500));
+        assert!(cache.fresh_at("verdict", t0 + s(2)));
+        // ...but not once the last ping back is older than the bound,
+        assert!(!cache.fresh_at("verdict", t0 + s(3)));
+        // and never past the backstop, heard or not.
+        cache.heard_up_to(t0 + HEARD_LIFETIME);
+        assert!(cache.fresh_at("verdict", t0 + HEARD_LIFETIME - Duration::from_millis(1)));
+        assert!(!cache.fresh_at("verdict", t0 + HEARD_LIFETIME + Duration::from_millis(1)));
+        // An older ping coming back late changes nothing.
+        cache.heard_up_to(t0);
+        assert!(cache.hearing_at(t0 + HEARD_LIFETIME));
+        // Deaf again: the bound.
+        cache.deaf();
+        assert!(!cache.fresh_at("verdict", t0 + s(2)));
+        assert!(cache.fresh_at("verdict", t0 + Duration::from_millis(900)));
+        // A change heard or a write: gone.
+        cache.invalidate();
+        assert!(!cache.fresh_at("verdict", t0));
+    }
+
+    #[test]
+    fn nothing_is_remembered_when_off() {
+        let cache = VerdictCache::new(Duration::ZERO);
+        let t0 = Instant::now();
+        remembered_at(&cache, t0);
+        cache.heard_up_to(t0);
+        assert!(!cache.fresh_at("verdict", t0));
     }
 }

@@ -1,6 +1,7 @@
-//! The session-verdict cache: a read skips the check for a moment after it answered
-//! `ok`; a write request through the process drops every entry; a change made outside
-//! the process (here, straight in the database) is refused within a second.
+//! The session-verdict cache: a read skips the check after it answered `ok`; a write
+//! request through the process drops every entry; a change made outside the process
+//! (here, straight in the database) is announced by a trigger, heard by the server's
+//! listening connection and refused at once — and within a second when nothing is heard.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,5 +107,146 @@ async fn a_user_deactivated_outside_the_server_is_refused_within_a_second() {
     assert!(
         refused.is_ok(),
         "refused once the remembered verdict ran out"
+    );
+}
+
+/// Waits until the server's verdict cache hears changes made elsewhere.
+async fn until_hearing(cache: &VerdictCache) {
+    let mut heard = cache.heard();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cache.hearing() {
+            heard.changed().await.expect("the cache lives");
+        }
+    })
+    .await
+    .expect("the server listens for verdict changes");
+}
+
+/// Waits until every change committed before now has been heard: a ping the listener sends
+/// after now comes back after them (notifications arrive in commit order).
+async fn all_heard(cache: &VerdictCache) {
+    let now = std::time::Instant::now();
+    let mut heard = cache.heard();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        heard.wait_for(|h| h.is_some_and(|sent| sent > now)),
+    )
+    .await
+    .expect("a later ping comes back")
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_change_made_in_the_database_is_heard_and_refused_at_once() {
+    let app = spawn_app().await;
+    let cache = app.state.verdicts.clone();
+    until_hearing(&cache).await;
+    let t = app.register("Heard").await;
+    assert_eq!(
+        app.get("/api/v1/estates", &t.access_token).await.status(),
+        200
+    );
+    all_heard(&cache).await;
+    let mut epochs = cache.epochs();
+    epochs.borrow_and_update();
+    deactivate(&app, t.user_id).await;
+    tokio::time::timeout(Duration::from_secs(10), epochs.changed())
+        .await
+        .expect("the change is announced")
+        .unwrap();
+    // The remembered verdict is gone: the very next read is checked and refused, however
+    // long a verdict may otherwise be remembered while changes are heard.
+    assert_eq!(
+        app.get("/api/v1/estates", &t.access_token).await.status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn every_change_a_session_verdict_reads_is_announced_and_no_other() {
+    let app = spawn_app().await;
+    let cache = app.state.verdicts.clone();
+    until_hearing(&cache).await;
+    let t = app.register("Announced").await;
+    let db = app.database.client().await;
+    let user = t.user_id;
+    let company = t.company_id;
+    let announced: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 6] = [
+        (
+            "UPDATE users SET is_active = is_active WHERE id = $1",
+            &[&user],
+        ),
+        ("UPDATE users SET role = role WHERE id = $1", &[&user]),
+        (
+            "UPDATE users SET company_id = company_id WHERE id = $1",
+            &[&user],
+        ),
+        (
+            "UPDATE companies SET status = status WHERE id = $1",
+            &[&company],
+        ),
+        (
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, now())",
+            &[&Uuid::new_v4()],
+        ),
+        ("DELETE FROM users WHERE id = $1 AND false", &[&user]),
+    ];
+    for (sql, params) in announced {
+        all_heard(&cache).await;
+        let mut epochs = cache.epochs();
+        epochs.borrow_and_update();
+        db.execute(sql, params).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), epochs.changed())
+            .await
+            .unwrap_or_else(|_| panic!("not announced: {sql}"))
+            .unwrap();
+    }
+
+    // Columns no verdict reads: once everything committed before now has been heard,
+    // nothing was.
+    all_heard(&cache).await;
+    let epoch = *cache.epochs().borrow();
+    db.execute(
+        "UPDATE companies SET name = name WHERE id = $1",
+        &[&company],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE users SET full_name = full_name WHERE id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    all_heard(&cache).await;
+    assert_eq!(*cache.epochs().borrow(), epoch, "nothing announced");
+}
+
+#[tokio::test]
+async fn a_lost_listening_connection_is_noticed_and_made_again() {
+    let app = spawn_app().await;
+    let cache = app.state.verdicts.clone();
+    until_hearing(&cache).await;
+    let mut heard = cache.heard();
+    let epoch = *cache.epochs().borrow();
+    let db = app.database.client().await;
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'estate verdicts' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listening connection per server");
+    tokio::time::timeout(Duration::from_secs(10), heard.wait_for(Option::is_none))
+        .await
+        .expect("the loss is noticed")
+        .unwrap();
+    until_hearing(&cache).await;
+    assert!(
+        *cache.epochs().borrow() > epoch,
+        "what was remembered before the new connection listened is dropped"
     );
 }
