@@ -343,7 +343,7 @@ impl VerdictCache {
     /// epoch is taken now, before the check is sent: a write finishing in between leaves
     /// the entry stale.
     pub fn remembering(self: &Arc<Self>, guard: Guard, key: String) -> Guard {
-        if self.ttl.is_zero() {
+        if !self.is_on() {
             return guard;
         }
         let cache = self.clone();

@@ -136,6 +136,19 @@ async fn all_heard(cache: &VerdictCache) {
     .unwrap();
 }
 
+/// Makes `change` once everything before it has been heard, then waits until the cache
+/// drops its remembered verdicts: the change was announced and heard.
+async fn heard_after(cache: &VerdictCache, change: impl Future<Output = ()>, what: &str) {
+    all_heard(cache).await;
+    let mut epochs = cache.epochs();
+    epochs.borrow_and_update();
+    change.await;
+    tokio::time::timeout(Duration::from_secs(10), epochs.changed())
+        .await
+        .unwrap_or_else(|_| panic!("not announced: {what}"))
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_change_made_in_the_database_is_heard_and_refused_at_once() {
     let app = spawn_app().await;
@@ -146,14 +159,7 @@ async fn a_change_made_in_the_database_is_heard_and_refused_at_once() {
         app.get("/api/v1/estates", &t.access_token).await.status(),
         200
     );
-    all_heard(&cache).await;
-    let mut epochs = cache.epochs();
-    epochs.borrow_and_update();
-    deactivate(&app, t.user_id).await;
-    tokio::time::timeout(Duration::from_secs(10), epochs.changed())
-        .await
-        .expect("the change is announced")
-        .unwrap();
+    heard_after(&cache, deactivate(&app, t.user_id), "a deactivation").await;
     // The remembered verdict is gone: the very next read is checked and refused, however
     // long a verdict may otherwise be remembered while changes are heard.
     assert_eq!(
@@ -192,14 +198,8 @@ async fn every_change_a_session_verdict_reads_is_announced_and_no_other() {
         ("DELETE FROM users WHERE id = $1 AND false", &[&user]),
     ];
     for (sql, params) in announced {
-        all_heard(&cache).await;
-        let mut epochs = cache.epochs();
-        epochs.borrow_and_update();
-        db.execute(sql, params).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), epochs.changed())
-            .await
-            .unwrap_or_else(|_| panic!("not announced: {sql}"))
-            .unwrap();
+        let change = async { db.execute(sql, params).await.map(drop).unwrap() };
+        heard_after(&cache, change, sql).await;
     }
 
     // Columns no verdict reads: once everything committed before now has been heard,
