@@ -334,6 +334,34 @@ pub async fn settle(db: &Db) {
     conn.batch_execute("CHECKPOINT").await.unwrap();
 }
 
+/// Blocks this database's backends have read into PostgreSQL's shared buffers (from the
+/// operating system's page cache or the disk): a request that needs one waits on a system
+/// call at best and on the disk at worst.
+pub async fn blocks_read(db: &Db) -> i64 {
+    db.shared()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// PostgreSQL's `shared_buffers`, printed with the host: whether every tenant's hot pages
+/// fit decides how many requests read from outside it (BENCHMARKS.md).
+pub async fn shared_buffers(db: &Db) -> String {
+    db.shared()
+        .await
+        .unwrap()
+        .query_one("SHOW shared_buffers", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// What the host does that the figures feel but the benchmark does not control, printed
 /// beside them: whether the kernel's DAMON proactive reclaim is paging out memory it finds
 /// cold (seen on these VMs: up to 50 ms of a core each second, and pages faulted back in
@@ -384,6 +412,9 @@ impl CpuTimes {
     }
 }
 
+/// The untimed run at the same rate before each fixed-rate measurement.
+pub const FIXED_WARMUP_SECS: f64 = 2.0;
+
 /// GETs at a fixed rate (open loop) from this process for `duration`, each in a task of
 /// its own: a slow answer does not hold back the next request, so the latency shows the
 /// server's service time and queueing at that rate rather than the closed loop's
@@ -425,15 +456,15 @@ pub async fn fixed_rate(
             (sent.elapsed().as_secs_f64() * 1e3, ok)
         })
     };
-    // Warm-up at the same rate, untimed.
-    let run = |span: Duration| async move {
+    // Warm-up at the same rate, untimed; the timed run goes on with the tenants after the
+    // ones it asked, so that it does not start with tenants just asked.
+    let run = |span: Duration, mut i: usize| async move {
         let started = Instant::now();
         let period = Duration::from_secs_f64(1.0 / f64::from(rate));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut tasks = Vec::new();
         let mut late = Vec::new();
-        let mut i = 0;
         while started.elapsed() < span {
             let due = ticker.tick().await;
             late.push(due.elapsed().as_secs_f64() * 1e3);
@@ -449,10 +480,10 @@ pub async fn fixed_rate(
             }
         }
         late.sort_by(f64::total_cmp);
-        (times, errors, started.elapsed(), late)
+        (times, errors, started.elapsed(), late, i)
     };
-    run(Duration::from_secs(2)).await;
-    let (mut times, errors, took, late) = run(duration).await;
+    let (.., asked) = run(Duration::from_secs_f64(FIXED_WARMUP_SECS), 0).await;
+    let (mut times, errors, took, late, _) = run(duration, asked).await;
     times.sort_by(f64::total_cmp);
     let load = Load {
         requests_per_sec: times.len() as f64 / took.as_secs_f64(),
