@@ -36,7 +36,7 @@ mod support;
 use support::{
     CpuTimes, FIRST_PASS_SECS, FIXED_WARMUP_SECS, Load, SECRET, Served, WARM_REQUESTS_EACH,
     blocks_read, env_or, fixed_rate, host_context, mean, percentile, provision, run_wrk,
-    run_wrk_from_cold, seed, settle, shared_buffers, with_database,
+    run_wrk_from_cold, scalar, seed, settle, shared_buffers, with_database,
 };
 
 #[global_allocator]
@@ -156,14 +156,7 @@ async fn run(config: Config) {
         tenants.push(provision(&db, &embedded, i).await);
         claims.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    let left: i64 = db
-        .shared()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM tenant_spares", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = scalar(&db, "SELECT count(*) FROM tenant_spares").await;
     assert_eq!(left, 0, "every provisioning claimed a spare");
     claims.sort_by(f64::total_cmp);
     table.add(

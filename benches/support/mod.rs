@@ -338,25 +338,25 @@ pub async fn settle(db: &Db) {
 /// operating system's page cache or the disk): a request that needs one waits on a system
 /// call at best and on the disk at worst.
 pub async fn blocks_read(db: &Db) -> i64 {
-    db.shared()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        db,
+        "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .await
 }
 
 /// PostgreSQL's `shared_buffers`, printed with the host: whether every tenant's hot pages
 /// fit decides how many requests read from outside it (BENCHMARKS.md).
 pub async fn shared_buffers(db: &Db) -> String {
+    scalar(db, "SHOW shared_buffers").await
+}
+
+/// The one value `sql` answers, over a shared connection.
+pub async fn scalar<T: tokio_postgres::types::FromSqlOwned>(db: &Db, sql: &str) -> T {
     db.shared()
         .await
         .unwrap()
-        .query_one("SHOW shared_buffers", &[])
+        .query_one(sql, &[])
         .await
         .unwrap()
         .get(0)
