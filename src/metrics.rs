@@ -1,5 +1,6 @@
 //! `GET /metrics` in the Prometheus text format: requests and latency by route, method and
-//! status; the connection pool; jobs by state and the outbox's lag.
+//! status; the connection pool and where tenant transactions found their connections
+//! (home lane or away); jobs by state and the outbox's lag.
 //!
 //! Each application owns its recorder (no process-wide global), so several servers in one
 //! process — the tests — keep separate counts. Gauges are sampled when scraped.
@@ -79,6 +80,7 @@ impl Metrics {
     /// (database away) leaves those gauges out rather than failing the scrape.
     pub async fn render(&self, db: &Db) -> String {
         let pool = db.pool_status();
+        let (home, away) = db.lane_use().counts();
         let jobs = async {
             db.shared()
                 .await
@@ -101,6 +103,8 @@ impl Metrics {
             gauge!("db_pool_connections", "state" => "idle").set(pool.available as f64);
             gauge!("db_pool_connections", "state" => "max").set(pool.max_size as f64);
             gauge!("db_pool_waiting").set(pool.waiting as f64);
+            counter!("db_tenant_transactions_total", "lane" => "home").absolute(home);
+            counter!("db_tenant_transactions_total", "lane" => "away").absolute(away);
             if let Some(row) = &jobs {
                 for (i, state) in ["pending", "relayed", "done", "dead"].iter().enumerate() {
                     gauge!("jobs", "state" => *state).set(row.get::<_, i64>(i) as f64);

@@ -8,6 +8,7 @@ pub mod spares;
 pub mod tenancy;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -71,9 +72,16 @@ pub enum Layout {
 }
 
 /// Connections per lane: a tenant's requests run on its lane's one connection and spill
-/// into other lanes when it is busy. One rather than two halves the tenants each backend
+/// into other lanes when it stays busy. One rather than two halves the tenants each backend
 /// meets (its catalog caches and per-tenant statements); measured in BENCHMARKS.md.
 pub const LANE_SIZE: usize = 1;
+
+/// How long a tenant transaction first waits for its home lane when that lane is busy,
+/// before it takes a free connection of another lane. A busy lane is usually one short
+/// transaction from free, and a backend that has not served the tenant yet answers about
+/// three times slower; waiting 2 ms took the share of transactions served away from home
+/// at 1,000 requests/s from 1.4–3.3% to 0.0–0.7% (BENCHMARKS.md).
+pub const HOME_FIRST_WAIT: Duration = Duration::from_millis(2);
 
 /// How long a tenant transaction waits for its home lane when every connection is busy,
 /// before it takes the first connection of any lane.
@@ -86,13 +94,39 @@ pub const HOME_WAIT: Duration = Duration::from_millis(25);
 /// every tenant, at 10,000 tenants each backend held over a gigabyte and most requests
 /// met a connection that had not seen their tenant yet (BENCHMARKS.md). A tenant's
 /// transactions go to its home lane first, so each backend sees about one lane's share
-/// of the tenants. A busy lane does not make a tenant wait while another lane has a free
-/// connection.
+/// of the tenants. A busy lane makes a tenant wait at most [`HOME_FIRST_WAIT`] while
+/// another lane has a free connection.
 #[derive(Clone)]
 pub struct Db {
     shared: Pool,
     lanes: Arc<[Pool]>,
     naming: TenantNaming,
+    lane_use: Arc<LaneUse>,
+}
+
+/// Where tenant transactions found their connections, since the process started. A
+/// transaction away from its home lane may meet a backend that has not served its tenant
+/// yet and first loads the tenant's catalog entries (BENCHMARKS.md): the share away is
+/// the figure to watch when tuning [`HOME_WAIT`] and the pool size.
+#[derive(Debug, Default)]
+pub struct LaneUse {
+    home: AtomicU64,
+    away: AtomicU64,
+}
+
+impl LaneUse {
+    /// (at home, away) counts so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.home.load(Ordering::Relaxed),
+            self.away.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record(&self, lane: usize, home: usize) {
+        let counter = if lane == home { &self.home } else { &self.away };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Db {
@@ -122,6 +156,7 @@ impl Db {
                 .map(|_| build_pool(config, LANE_SIZE, setup.clone()))
                 .collect::<Result<_, _>>()?,
             naming: config.tenancy.clone(),
+            lane_use: Arc::default(),
         })
     }
 
@@ -135,40 +170,62 @@ impl Db {
         Ok(self.shared.get().await?)
     }
 
-    /// A connection for `company`'s tenant work: a free one of its home lane, else a free
-    /// one of any other lane, else the next of its home lane to come free within
-    /// [`HOME_WAIT`], else the next of any lane. Waiting at home keeps a saturated
-    /// server's backends on their own tenants; the bound keeps a lane that holds more busy
-    /// tenants than the others from making them wait long.
+    /// A connection for `company`'s tenant work: the next of its home lane to come free
+    /// within [`HOME_FIRST_WAIT`], else a free one of any other lane, else the next of its
+    /// home lane within [`HOME_WAIT`], else the next of any lane. The short first wait
+    /// keeps a lightly loaded server's tenants on backends that have served them (a busy
+    /// home lane is usually one transaction away from free); waiting at home keeps a
+    /// saturated server's backends on their own tenants; the bound keeps a lane that holds
+    /// more busy tenants than the others from making them wait long.
     async fn tenant_connection(&self, company: CompanyId) -> Result<Object, DbError> {
         if self.lanes.is_empty() {
             return self.shared().await;
         }
         let home = lane_of(company, self.lanes.len());
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..Timeouts::default()
-        };
-        for i in 0..self.lanes.len() {
-            let lane = &self.lanes[(home + i) % self.lanes.len()];
-            match lane.timeout_get(&now).await {
-                Ok(conn) => return Ok(conn),
-                Err(PoolError::Timeout(_)) => continue,
-                Err(e) => return Err(e.into()),
+        if let Some(conn) = self.lane_within(home, home, HOME_FIRST_WAIT).await? {
+            return Ok(conn);
+        }
+        for i in 1..self.lanes.len() {
+            let lane = (home + i) % self.lanes.len();
+            if let Some(conn) = self.lane_within(lane, home, Duration::ZERO).await? {
+                return Ok(conn);
             }
         }
-        let at_home = Timeouts {
-            wait: Some(HOME_WAIT),
-            ..Timeouts::default()
-        };
-        match self.lanes[home].timeout_get(&at_home).await {
-            Ok(conn) => return Ok(conn),
-            Err(PoolError::Timeout(_)) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(conn) = self.lane_within(home, home, HOME_WAIT).await? {
+            return Ok(conn);
         }
         let anywhere = self.lanes.iter().map(|lane| Box::pin(lane.get()));
-        let (first, _, _) = futures::future::select_all(anywhere).await;
-        Ok(first?)
+        let (first, lane, _) = futures::future::select_all(anywhere).await;
+        let conn = first?;
+        self.lane_use.record(lane, home);
+        Ok(conn)
+    }
+
+    /// A connection of `lane` if one comes free within `wait`, counted for the tenant
+    /// whose home is `home`.
+    async fn lane_within(
+        &self,
+        lane: usize,
+        home: usize,
+        wait: Duration,
+    ) -> Result<Option<Object>, DbError> {
+        let timeouts = Timeouts {
+            wait: Some(wait),
+            ..Timeouts::default()
+        };
+        match self.lanes[lane].timeout_get(&timeouts).await {
+            Ok(conn) => {
+                self.lane_use.record(lane, home);
+                Ok(Some(conn))
+            }
+            Err(PoolError::Timeout(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where this process's tenant transactions found their connections.
+    pub fn lane_use(&self) -> &LaneUse {
+        &self.lane_use
     }
 
     /// How many lanes this process has (none when laid out [`Layout::Shared`]).

@@ -1,5 +1,5 @@
 //! Tenant lanes: a tenant's transactions run on the connections of its home lane while
-//! they are free, and spill into another lane rather than wait when they are not.
+//! they are free, and spill into another lane rather than wait long when they are not.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -54,7 +54,14 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
         "{first_pids:?} {other_pids:?}"
     );
 
-    // The home lane fully held: the next transaction is served by another lane at once.
+    assert_eq!(
+        db.lane_use().counts(),
+        (12, 0),
+        "one at a time, all at home"
+    );
+
+    // The home lane fully held: the next transaction is served by another lane, after
+    // at most a brief wait at home.
     let mut held = Vec::new();
     for _ in 0..LANE_SIZE {
         let mut tx = db.tenant_tx(first).await.unwrap();
@@ -71,6 +78,7 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
     let schema: String = spilled.query("SELECT current_schema()", &[]).await.unwrap()[0].get(0);
     assert_eq!(schema, db.naming().tenant(first).schema.as_str());
     spilled.commit().await.unwrap();
+    assert_eq!(db.lane_use().counts(), (12 + LANE_SIZE as u64, 1));
     for (tx, _) in held {
         tx.commit().await.unwrap();
     }

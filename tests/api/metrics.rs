@@ -82,3 +82,36 @@ async fn metrics_count_requests_by_route_and_status_and_report_jobs() {
     );
     assert!(sample(&text, "outbox_lag_seconds", &[]).is_some_and(|lag| lag >= 0.0));
 }
+
+/// Each tenant transaction is counted at home or away from its company's home lane; with
+/// one request at a time every lane is free, so each goes home.
+#[tokio::test]
+async fn metrics_count_tenant_transactions_by_lane() {
+    let app = spawn_app().await;
+    let t = app.register("Laned").await;
+    let lanes = || async {
+        let text = app.url("/metrics");
+        let text = app
+            .http
+            .get(text)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count =
+            |lane| sample(&text, "db_tenant_transactions_total", &[("lane", lane)]).unwrap_or(0.0);
+        (count("home"), count("away"))
+    };
+    let before = lanes().await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/api/v1/estates", &t.access_token).await.status(),
+            200
+        );
+    }
+    let after = lanes().await;
+    assert_eq!(after.0 - before.0, 3.0, "{before:?} → {after:?}");
+    assert_eq!(after.1, before.1, "{before:?} → {after:?}");
+}
