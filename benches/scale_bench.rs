@@ -35,7 +35,7 @@ use uuid::Uuid;
 mod support;
 use support::{
     CpuTimes, FIRST_PASS_SECS, FIXED_WARMUP_SECS, Load, SECRET, Served, WARM_REQUESTS_EACH,
-    blocks_read, env_or, fixed_rate, host_context, mean, percentile, provision, run_wrk,
+    blocks_read, env_or, fixed_rate, host_context, lane_use, mean, percentile, provision, run_wrk,
     run_wrk_from_cold, scalar, seed, settle, shared_buffers, with_database,
 };
 
@@ -346,6 +346,7 @@ async fn throughput(
     let used = cpu_by_program(server.child.id());
     let wall = before.0.elapsed().as_secs_f64();
     let read_before = blocks_read(db).await;
+    let lanes_before = lane_use(&server.url).await;
     let steady = fixed_rate(
         &server.url,
         &label,
@@ -358,6 +359,9 @@ async fn throughput(
     // backends report their counts about once a second, so this is close, not exact.
     let reads_per_request = (blocks_read(db).await - read_before) as f64
         / (f64::from(FIXED_RATE) * (parse_duration(duration).as_secs_f64() + FIXED_WARMUP_SECS));
+    let lanes_after = lane_use(&server.url).await;
+    let away = lanes_after.1 - lanes_before.1;
+    let away_share = away / (lanes_after.0 - lanes_before.0 + away).max(1.0);
     let share = |name: &str| {
         (used.get(name).copied().unwrap_or(0.0) - before.1.get(name).copied().unwrap_or(0.0)) / wall
     };
@@ -381,10 +385,14 @@ async fn throughput(
         api.to_string(),
     );
     table.add(
-        format!("c. API at a fixed {FIXED_RATE} requests/s over {n} tenants: p50, p99; reads"),
         format!(
-            "{:.2} ms, {:.2} ms; {reads_per_request:.2} blocks read into shared buffers per request",
-            steady.p50_ms, steady.p99_ms
+            "c. API at a fixed {FIXED_RATE} requests/s over {n} tenants: p50, p99; reads; away"
+        ),
+        format!(
+            "{:.2} ms, {:.2} ms; {reads_per_request:.2} blocks read into shared buffers per request; {:.1}% away from their home lane",
+            steady.p50_ms,
+            steady.p99_ms,
+            100.0 * away_share
         ),
     );
     let schemas: Vec<SchemaName> = served
@@ -454,43 +462,46 @@ async fn alternated_p99(server: &Server, served: &[Served], table: &mut Table) {
         list_requests(served),
     );
     let span = Duration::from_secs(ALTERNATION_SECS);
-    let (mut small, mut large) = (Vec::new(), Vec::new());
+    // p99s, and transactions (at home, away) over all rounds.
+    let (mut small, mut large) = ((Vec::new(), (0.0, 0.0)), (Vec::new(), (0.0, 0.0)));
     for round in 1..=ALTERNATIONS {
-        let label = format!("round {round} of {ALTERNATIONS}");
-        small.push(
-            fixed_rate(
+        for (side, requests) in [(&mut small, &few), (&mut large, &all)] {
+            let before = lane_use(&server.url).await;
+            let load = fixed_rate(
                 &server.url,
-                &format!("{label}, 10 tenants"),
-                &few,
+                &format!(
+                    "round {round} of {ALTERNATIONS}, {} tenants",
+                    requests.len()
+                ),
+                requests,
                 FIXED_RATE,
                 span,
             )
-            .await
-            .p99_ms,
-        );
-        large.push(
-            fixed_rate(
-                &server.url,
-                &format!("{label}, {} tenants", all.len()),
-                &all,
-                FIXED_RATE,
-                span,
-            )
-            .await
-            .p99_ms,
-        );
+            .await;
+            let after = lane_use(&server.url).await;
+            side.0.push(load.p99_ms);
+            side.1.0 += after.0 - before.0;
+            side.1.1 += after.1 - before.1;
+        }
     }
     let median = |values: &mut Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let (small, large) = (median(&mut small), median(&mut large));
+    let away = |(home, away): (f64, f64)| 100.0 * away / (home + away).max(1.0);
     table.add(
         format!(
-            "c. p99 at a fixed {FIXED_RATE}/s, 10 and {} tenants alternated {ALTERNATIONS}× ({ALTERNATION_SECS} s each): medians, ratio",
+            "c. p99 at a fixed {FIXED_RATE}/s, 10 and {} tenants alternated {ALTERNATIONS}× ({ALTERNATION_SECS} s each): medians, ratio; away",
             all.len()
         ),
-        format!("{small:.2} ms / {large:.2} ms, {:.2}", large / small),
+        format!(
+            "{:.2} ms / {:.2} ms, {:.2}; {:.1}% / {:.1}% away from their home lane",
+            median(&mut small.0),
+            median(&mut large.0),
+            median(&mut large.0) / median(&mut small.0),
+            away(small.1),
+            away(large.1)
+        ),
     );
 }
 

@@ -345,6 +345,24 @@ pub async fn blocks_read(db: &Db) -> i64 {
     .await
 }
 
+/// The server's tenant transactions so far, (at home, away from their home lane), from its
+/// `/metrics`: one away may meet a backend that has not served its tenant yet.
+pub async fn lane_use(url: &str) -> (f64, f64) {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |lane: &str| {
+        let prefix = format!("db_tenant_transactions_total{{lane=\"{lane}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (count("home"), count("away"))
+}
+
 /// PostgreSQL's `shared_buffers`, printed with the host: whether every tenant's hot pages
 /// fit decides how many requests read from outside it (BENCHMARKS.md).
 pub async fn shared_buffers(db: &Db) -> String {
