@@ -35,8 +35,8 @@ use uuid::Uuid;
 mod support;
 use support::{
     CpuTimes, FIRST_PASS_SECS, FIXED_WARMUP_SECS, Load, SECRET, Served, WARM_REQUESTS_EACH,
-    blocks_read, env_or, fixed_rate, host_context, lane_use, mean, percentile, provision, run_wrk,
-    run_wrk_from_cold, scalar, seed, settle, shared_buffers, with_database,
+    blocks_read, env_or, fixed_rate, host_context, lane_use, mean, open_loop, percentile,
+    provision, run_wrk, run_wrk_from_cold, scalar, seed, settle, shared_buffers, with_database,
 };
 
 #[global_allocator]
@@ -250,7 +250,13 @@ async fn run(config: Config) {
             large.first_pass.p99_ms / small.first_pass.p99_ms
         ),
     );
-    alternated_p99(&server, &served, &mut table).await;
+    alternated_p99(
+        &server,
+        &DatabaseWork::new(&server_db, &served),
+        &served,
+        &mut table,
+    )
+    .await;
     table.add(
         format!(
             "e. server resident memory after serving {} tenants",
@@ -418,12 +424,27 @@ async fn throughput(
         ),
         format!("{:.0}%", 100.0 * api.requests_per_sec / in_series),
     );
-    let tenancy = database_work(server_db, served, parse_duration(duration)).await;
+    let work = DatabaseWork::new(server_db, served);
+    let tenancy = database_work(&work, parse_duration(duration)).await;
     table.add(
         format!(
             "d. the API's database work alone (guarded tenant transaction, list), over {n} tenants"
         ),
         tenancy.to_string(),
+    );
+    let tenancy_steady = database_work_fixed_rate(
+        &work,
+        &format!("database work over {n} tenants"),
+        n,
+        parse_duration(duration),
+    )
+    .await;
+    table.add(
+        format!("d. the same database work at a fixed {FIXED_RATE}/s over {n} tenants: p50, p99"),
+        format!(
+            "{:.2} ms, {:.2} ms",
+            tenancy_steady.p50_ms, tenancy_steady.p99_ms
+        ),
     );
     table.add(
         format!("d. API ÷ limit at {n} tenants"),
@@ -452,18 +473,27 @@ const ALTERNATIONS: usize = 3;
 const ALTERNATION_SECS: u64 = 5;
 
 /// The fixed-rate p99 over 10 tenants and over all of them, measured alternately within
-/// a minute. The ratio line above compares runs taken a quarter of an hour apart, and on
-/// this VM one p99 moves 2–5× between hours (BENCHMARKS.md): alternating puts both sides
-/// under the same host. The 10 tenants are then served by backends that also hold every
-/// other tenant's catalog entries; only the tenants asked differ.
-async fn alternated_p99(server: &Server, served: &[Served], table: &mut Table) {
+/// a minute, through the API and for its database work alone (`work`). The ratio line
+/// above compares runs taken a quarter of an hour apart, and on this VM one p99 moves 2–5×
+/// between hours (BENCHMARKS.md): alternating puts both sides under the same host. The 10
+/// tenants are then served by backends that also hold every other tenant's catalog
+/// entries; only the tenants asked differ. The database work alone tells whether what
+/// grows with the tenants is in PostgreSQL and the tenant transaction or in the HTTP
+/// server.
+async fn alternated_p99(
+    server: &Server,
+    work: &DatabaseWork,
+    served: &[Served],
+    table: &mut Table,
+) {
     let (few, all) = (
         list_requests(&served[..10.min(served.len())]),
         list_requests(served),
     );
     let span = Duration::from_secs(ALTERNATION_SECS);
-    // p99s, and transactions (at home, away) over all rounds.
+    // p99s, and transactions (at home, away) over all rounds; then the database work's p99s.
     let (mut small, mut large) = ((Vec::new(), (0.0, 0.0)), (Vec::new(), (0.0, 0.0)));
+    let (mut small_work, mut large_work) = (Vec::new(), Vec::new());
     for round in 1..=ALTERNATIONS {
         for (side, requests) in [(&mut small, &few), (&mut large, &all)] {
             let before = lane_use(&server.url).await;
@@ -483,24 +513,40 @@ async fn alternated_p99(server: &Server, served: &[Served], table: &mut Table) {
             side.1.0 += after.0 - before.0;
             side.1.1 += after.1 - before.1;
         }
+        for (side, tenants) in [(&mut small_work, few.len()), (&mut large_work, all.len())] {
+            let label =
+                format!("round {round} of {ALTERNATIONS}, database work over {tenants} tenants");
+            side.push(
+                database_work_fixed_rate(work, &label, tenants, span)
+                    .await
+                    .p99_ms,
+            );
+        }
     }
     let median = |values: &mut Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
     let away = |(home, away): (f64, f64)| 100.0 * away / (home + away).max(1.0);
+    let (p99_small, p99_large) = (median(&mut small.0), median(&mut large.0));
     table.add(
         format!(
             "c. p99 at a fixed {FIXED_RATE}/s, 10 and {} tenants alternated {ALTERNATIONS}× ({ALTERNATION_SECS} s each): medians, ratio; away",
             all.len()
         ),
         format!(
-            "{:.2} ms / {:.2} ms, {:.2}; {:.1}% / {:.1}% away from their home lane",
-            median(&mut small.0),
-            median(&mut large.0),
-            median(&mut large.0) / median(&mut small.0),
+            "{p99_small:.2} ms / {p99_large:.2} ms, {:.2}; {:.1}% / {:.1}% away from their home lane",
+            p99_large / p99_small,
             away(small.1),
             away(large.1)
+        ),
+    );
+    let (work_small, work_large) = (median(&mut small_work), median(&mut large_work));
+    table.add(
+        format!("d. the same alternation for the database work alone: medians, ratio"),
+        format!(
+            "{work_small:.2} ms / {work_large:.2} ms, {:.2}",
+            work_large / work_small
         ),
     );
 }
@@ -511,15 +557,21 @@ fn parse_duration(text: &str) -> Duration {
 }
 
 /// What a request to the list does in the database, through the same code, without HTTP:
-/// the tenant transaction with the session verdict (or the server's one-second memory of
-/// it), search path and role, the list query, the read-only commit. Between the API and the physical limit, it shows where the
-/// difference goes.
-async fn database_work(db: &Db, served: &[Served], duration: Duration) -> Load {
-    use estate::auth::{Principal, Role, permissions::Operation, verdict};
-    use estate::domain::estates::{DEFAULT_ORDERING, EstateFilter, list};
-    use estate::domain::listing::{DEFAULT_PAGE_SIZE, PageRequest};
-    let principals: Arc<Vec<Principal>> = Arc::new(
-        served
+/// the tenant transaction with the session verdict (or the server's memory of it, kept as
+/// long as the server keeps it while it hears changes), search path and role, the list
+/// query, the read-only commit. Between the API and the physical limit, it shows where
+/// the difference goes.
+#[derive(Clone)]
+struct DatabaseWork {
+    db: Db,
+    principals: Arc<Vec<estate::auth::Principal>>,
+    cache: Arc<estate::auth::verdict::VerdictCache>,
+}
+
+impl DatabaseWork {
+    fn new(db: &Db, served: &[Served]) -> Self {
+        use estate::auth::{Principal, Role, verdict};
+        let principals = served
             .iter()
             .map(|s| Principal {
                 user_id: s.user,
@@ -531,16 +583,26 @@ async fn database_work(db: &Db, served: &[Served], duration: Duration) -> Load {
                 origin: Default::default(),
                 machine: None,
             })
-            .collect(),
-    );
-    let rule = Operation::EstatesList.rule();
-    let db = db.clone();
-    let cache = Arc::new(verdict::VerdictCache::new(Duration::from_secs(1)));
-    drive(duration, move |i| {
-        let (db, principals, cache) = (db.clone(), principals.clone(), cache.clone());
+            .collect();
+        DatabaseWork {
+            db: db.clone(),
+            principals: Arc::new(principals),
+            cache: Arc::new(verdict::VerdictCache::new(verdict::HEARD_LIFETIME)),
+        }
+    }
+
+    /// The `i`th request, round robin over the tenants.
+    fn request(&self, i: usize) -> impl Future<Output = ()> + Send + use<> {
+        use estate::auth::{permissions::Operation, verdict};
+        use estate::domain::estates::{DEFAULT_ORDERING, EstateFilter, list};
+        use estate::domain::listing::{DEFAULT_PAGE_SIZE, PageRequest};
+        let work = self.clone();
         async move {
-            let p = &principals[i % principals.len()];
-            let mut tx = verdict::tenant_tx(&db, &cache, p, rule).await.unwrap();
+            let p = &work.principals[i % work.principals.len()];
+            let rule = Operation::EstatesList.rule();
+            let mut tx = verdict::tenant_tx(&work.db, &work.cache, p, rule)
+                .await
+                .unwrap();
             let filter = EstateFilter {
                 search: None,
                 status: None,
@@ -555,6 +617,27 @@ async fn database_work(db: &Db, served: &[Served], duration: Duration) -> Load {
             };
             list(&mut tx, &filter).await.unwrap();
             tx.commit_read_only().unwrap();
+        }
+    }
+}
+
+async fn database_work(work: &DatabaseWork, duration: Duration) -> Load {
+    let work = work.clone();
+    drive(duration, move |i| work.request(i)).await
+}
+
+/// The same at a fixed rate, from this process, as the API's fixed-rate run.
+async fn database_work_fixed_rate(
+    work: &DatabaseWork,
+    label: &str,
+    tenants: usize,
+    duration: Duration,
+) -> Load {
+    open_loop(label, FIXED_RATE, duration, |i| {
+        let request = work.request(i % tenants);
+        async move {
+            request.await;
+            true
         }
     })
     .await

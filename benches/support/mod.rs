@@ -433,19 +433,10 @@ impl CpuTimes {
 /// The untimed run at the same rate before each fixed-rate measurement.
 pub const FIXED_WARMUP_SECS: f64 = 2.0;
 
-/// GETs at a fixed rate (open loop) from this process for `duration`, each in a task of
-/// its own: a slow answer does not hold back the next request, so the latency shows the
-/// server's service time and queueing at that rate rather than the closed loop's
-/// saturation (no coordinated omission). At most `BENCH_CONNECTIONS` (64) are in flight,
-/// as with wrk, so that a burst waits for a connection — and the wait counts — instead of
-/// opening more and growing the server. `requests` are (bearer token, path) pairs, taken
-/// round robin.
-///
-/// Each request is timed from the moment this process sends it, not from its place in the
-/// schedule: tokio's timer fires up to a millisecond or two after the scheduled instant
-/// (measured: 0.4–1.4 ms at the median, 1.2–3.1 ms at p99), which is the load generator's
-/// delay, not the server's, and timed from the schedule it made up most of the p50 and
-/// decided the p99. That delay is printed beside the figures.
+/// GETs at a fixed rate (open loop) from this process for `duration` (see [`open_loop`]),
+/// with at most `BENCH_CONNECTIONS` (64) in flight, as with wrk, so that a burst waits for
+/// a connection — and the wait counts — instead of opening more and growing the server.
+/// `requests` are (bearer token, path) pairs, taken round robin.
 pub async fn fixed_rate(
     url: &str,
     label: &str,
@@ -459,46 +450,71 @@ pub async fn fixed_rate(
         .unwrap();
     let connections: usize = env_or("BENCH_CONNECTIONS", "64").parse().unwrap();
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
-    let send = |i: usize, sent: Instant| {
+    open_loop(label, rate, duration, |i| {
         let (token, path) = requests[i % requests.len()].clone();
         let request = http.get(format!("{url}{path}")).bearer_auth(token);
         let in_flight = in_flight.clone();
-        tokio::spawn(async move {
+        async move {
             let Ok(_permit) = in_flight.acquire_owned().await else {
-                return (0.0, false);
+                return false;
             };
-            let ok = match request.send().await {
+            match request.send().await {
                 Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                 Err(_) => false,
-            };
-            (sent.elapsed().as_secs_f64() * 1e3, ok)
-        })
-    };
-    // Warm-up at the same rate, untimed; the timed run goes on with the tenants after the
-    // ones it asked, so that it does not start with tenants just asked.
-    let run = |span: Duration, mut i: usize| async move {
-        let started = Instant::now();
-        let period = Duration::from_secs_f64(1.0 / f64::from(rate));
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut tasks = Vec::new();
-        let mut late = Vec::new();
-        while started.elapsed() < span {
-            let due = ticker.tick().await;
-            late.push(due.elapsed().as_secs_f64() * 1e3);
-            tasks.push(send(i, Instant::now()));
-            i += 1;
-        }
-        let mut times = Vec::with_capacity(tasks.len());
-        let mut errors = 0;
-        for t in tasks {
-            match t.await {
-                Ok((ms, true)) => times.push(ms),
-                _ => errors += 1,
             }
         }
-        late.sort_by(f64::total_cmp);
-        (times, errors, started.elapsed(), late, i)
+    })
+    .await
+}
+
+/// Starts `one(i)` at a fixed rate (open loop) for `duration`, each in a task of its own:
+/// a slow one does not hold back the next, so the latency shows the service time and
+/// queueing at that rate rather than a closed loop's saturation (no coordinated
+/// omission). `one` answers whether it succeeded. An untimed warm-up at the same rate
+/// comes first, and the timed run goes on with the `i` after the ones it asked, so that it
+/// does not start with tenants just asked.
+///
+/// Each call is timed from the moment this process starts it, not from its place in the
+/// schedule: tokio's timer fires up to a millisecond or two after the scheduled instant
+/// (measured: 0.4–1.4 ms at the median, 1.2–3.1 ms at p99), which is the load generator's
+/// delay, not the server's, and timed from the schedule it made up most of the p50 and
+/// decided the p99. That delay is printed beside the figures.
+pub async fn open_loop<F, Fut>(label: &str, rate: u32, duration: Duration, one: F) -> Load
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let run = |span: Duration, mut i: usize| {
+        let one = &one;
+        async move {
+            let started = Instant::now();
+            let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks = Vec::new();
+            let mut late = Vec::new();
+            while started.elapsed() < span {
+                let due = ticker.tick().await;
+                late.push(due.elapsed().as_secs_f64() * 1e3);
+                let sent = Instant::now();
+                let call = one(i);
+                tasks.push(tokio::spawn(async move {
+                    let ok = call.await;
+                    (sent.elapsed().as_secs_f64() * 1e3, ok)
+                }));
+                i += 1;
+            }
+            let mut times = Vec::with_capacity(tasks.len());
+            let mut errors = 0;
+            for t in tasks {
+                match t.await {
+                    Ok((ms, true)) => times.push(ms),
+                    _ => errors += 1,
+                }
+            }
+            late.sort_by(f64::total_cmp);
+            (times, errors, started.elapsed(), late, i)
+        }
     };
     let (.., asked) = run(Duration::from_secs_f64(FIXED_WARMUP_SECS), 0).await;
     let (mut times, errors, took, late, _) = run(duration, asked).await;

@@ -107,7 +107,7 @@ pub struct Db {
 /// Where tenant transactions found their connections, since the process started. A
 /// transaction away from its home lane may meet a backend that has not served its tenant
 /// yet and first loads the tenant's catalog entries (BENCHMARKS.md): the share away is
-/// the figure to watch when tuning [`HOME_WAIT`] and the pool size.
+/// the figure to watch when tuning [`HOME_FIRST_WAIT`] and the pool size.
 #[derive(Debug, Default)]
 pub struct LaneUse {
     home: AtomicU64,

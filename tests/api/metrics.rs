@@ -90,10 +90,9 @@ async fn metrics_count_tenant_transactions_by_lane() {
     let app = spawn_app().await;
     let t = app.register("Laned").await;
     let lanes = || async {
-        let text = app.url("/metrics");
         let text = app
             .http
-            .get(text)
+            .get(app.url("/metrics"))
             .send()
             .await
             .unwrap()
