@@ -543,7 +543,7 @@ async fn alternated_p99(
     );
     let (work_small, work_large) = (median(&mut small_work), median(&mut large_work));
     table.add(
-        format!("d. the same alternation for the database work alone: medians, ratio"),
+        "d. the same alternation for the database work alone: medians, ratio",
         format!(
             "{work_small:.2} ms / {work_large:.2} ms, {:.2}",
             work_large / work_small
