@@ -76,11 +76,12 @@ pub enum Layout {
 /// meets (its catalog caches and per-tenant statements); measured in BENCHMARKS.md.
 pub const LANE_SIZE: usize = 1;
 
-/// How long a tenant transaction first waits for its home lane when that lane is busy,
-/// before it takes a free connection of another lane. A busy lane is usually one short
-/// transaction from free, and a backend that has not served the tenant yet answers about
-/// three times slower; waiting 2 ms took the share of transactions served away from home
-/// at 1,000 requests/s from 1.4–3.3% to 0.0–0.7% (BENCHMARKS.md).
+/// How long a tenant transaction first waits for its home lane when that lane is busy
+/// and no free lane has served the tenant before, before it takes a free connection of
+/// any other lane. A busy lane is usually one short transaction from free, and a backend
+/// that has not served the tenant yet answers about three times slower; waiting 2 ms took
+/// the share of transactions served away from home at 1,000 requests/s from 1.4–3.3% to
+/// 0.0–0.7% (BENCHMARKS.md).
 pub const HOME_FIRST_WAIT: Duration = Duration::from_millis(2);
 
 /// How long a tenant transaction waits for its home lane when every connection is busy,
@@ -95,13 +96,14 @@ pub const HOME_WAIT: Duration = Duration::from_millis(25);
 /// met a connection that had not seen their tenant yet (BENCHMARKS.md). A tenant's
 /// transactions go to its home lane first, so each backend sees about one lane's share
 /// of the tenants. A busy lane makes a tenant wait at most [`HOME_FIRST_WAIT`] while
-/// another lane has a free connection.
+/// another lane has a free connection, and not at all when that lane has served it.
 #[derive(Clone)]
 pub struct Db {
     shared: Pool,
     lanes: Arc<[Pool]>,
     naming: TenantNaming,
     lane_use: Arc<LaneUse>,
+    met_away: Arc<MetAway>,
 }
 
 /// Where tenant transactions found their connections, since the process started. A
@@ -126,6 +128,29 @@ impl LaneUse {
     fn record(&self, lane: usize, home: usize) {
         let counter = if lane == home { &self.home } else { &self.away };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Which lanes other than its home have served each tenant: a busy home lane sends a
+/// tenant at once to a free lane whose backend has met it, and makes it wait briefly
+/// rather than meet a new one. A hint only: a lane's connection may have been replaced
+/// since. It grows only with spills, to at most every tenant in every lane.
+#[derive(Debug, Default)]
+struct MetAway(std::sync::Mutex<std::collections::HashSet<(CompanyId, usize)>>);
+
+impl MetAway {
+    fn has_met(&self, company: CompanyId, lane: usize) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(company, lane))
+    }
+
+    fn meet(&self, company: CompanyId, lane: usize) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((company, lane));
     }
 }
 
@@ -157,6 +182,7 @@ impl Db {
                 .collect::<Result<_, _>>()?,
             naming: config.tenancy.clone(),
             lane_use: Arc::default(),
+            met_away: Arc::default(),
         })
     }
 
@@ -170,41 +196,65 @@ impl Db {
         Ok(self.shared.get().await?)
     }
 
-    /// A connection for `company`'s tenant work: the next of its home lane to come free
-    /// within [`HOME_FIRST_WAIT`], else a free one of any other lane, else the next of its
-    /// home lane within [`HOME_WAIT`], else the next of any lane. The short first wait
-    /// keeps a lightly loaded server's tenants on backends that have served them (a busy
-    /// home lane is usually one transaction away from free); waiting at home keeps a
-    /// saturated server's backends on their own tenants; the bound keeps a lane that holds
-    /// more busy tenants than the others from making them wait long.
+    /// A connection for `company`'s tenant work: a free one of its home lane, else a free
+    /// one of a lane that has served it before, else the next of its home lane to come
+    /// free within [`HOME_FIRST_WAIT`], else a free one of any lane, else the next of its
+    /// home lane within [`HOME_WAIT`], else the next of any lane. A backend that has not
+    /// met the tenant answers about three times slower, and a busy home lane is usually
+    /// one short transaction from free: so a lightly loaded server keeps its tenants on
+    /// backends that know them, waiting at home keeps a saturated server's backends on
+    /// their own tenants, and the bound keeps a lane that holds more busy tenants than the
+    /// others from making them wait long.
     async fn tenant_connection(&self, company: CompanyId) -> Result<Object, DbError> {
         if self.lanes.is_empty() {
             return self.shared().await;
         }
-        let home = lane_of(company, self.lanes.len());
-        if let Some(conn) = self.lane_within(home, home, HOME_FIRST_WAIT).await? {
+        let lanes = self.lanes.len();
+        let home = lane_of(company, lanes);
+        let others = || (1..lanes).map(move |i| (home + i) % lanes);
+        if let Some(conn) = self
+            .lane_within(company, home, home, Duration::ZERO)
+            .await?
+        {
             return Ok(conn);
         }
-        for i in 1..self.lanes.len() {
-            let lane = (home + i) % self.lanes.len();
-            if let Some(conn) = self.lane_within(lane, home, Duration::ZERO).await? {
+        for lane in others().filter(|lane| self.met_away.has_met(company, *lane)) {
+            if let Some(conn) = self
+                .lane_within(company, lane, home, Duration::ZERO)
+                .await?
+            {
                 return Ok(conn);
             }
         }
-        if let Some(conn) = self.lane_within(home, home, HOME_WAIT).await? {
+        if let Some(conn) = self
+            .lane_within(company, home, home, HOME_FIRST_WAIT)
+            .await?
+        {
+            return Ok(conn);
+        }
+        for lane in others() {
+            if let Some(conn) = self
+                .lane_within(company, lane, home, Duration::ZERO)
+                .await?
+            {
+                return Ok(conn);
+            }
+        }
+        if let Some(conn) = self.lane_within(company, home, home, HOME_WAIT).await? {
             return Ok(conn);
         }
         let anywhere = self.lanes.iter().map(|lane| Box::pin(lane.get()));
         let (first, lane, _) = futures::future::select_all(anywhere).await;
         let conn = first?;
-        self.lane_use.record(lane, home);
+        self.took(company, lane, home);
         Ok(conn)
     }
 
-    /// A connection of `lane` if one comes free within `wait`, counted for the tenant
-    /// whose home is `home`.
+    /// A connection of `lane` for `company` (at home in `home`) if one comes free within
+    /// `wait`.
     async fn lane_within(
         &self,
+        company: CompanyId,
         lane: usize,
         home: usize,
         wait: Duration,
@@ -215,11 +265,20 @@ impl Db {
         };
         match self.lanes[lane].timeout_get(&timeouts).await {
             Ok(conn) => {
-                self.lane_use.record(lane, home);
+                self.took(company, lane, home);
                 Ok(Some(conn))
             }
             Err(PoolError::Timeout(_)) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counts where `company`'s transaction runs, and remembers a lane away from home
+    /// that has now served it.
+    fn took(&self, company: CompanyId, lane: usize, home: usize) {
+        self.lane_use.record(lane, home);
+        if lane != home {
+            self.met_away.meet(company, lane);
         }
     }
 

@@ -136,3 +136,60 @@ async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere
         tx.commit().await.unwrap();
     }
 }
+
+/// A tenant whose home lane is busy goes at once to a free lane that has served it
+/// before, rather than wait at home or meet a backend that does not know it.
+#[tokio::test]
+async fn a_busy_tenant_returns_to_a_lane_that_has_served_it() {
+    let app = spawn_app().await;
+    let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
+    let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
+    let lanes = db.lane_count();
+    assert!(lanes >= 3, "{lanes} lanes");
+    // A company at home in some lane, and one at home in the lane after it.
+    let mut by_lane = std::collections::BTreeMap::new();
+    for n in 0.. {
+        let c = CompanyId(app.register(&format!("Returning {n}")).await.company_id);
+        let lane = db.home_lane(c).unwrap();
+        by_lane.entry(lane).or_insert(c);
+        if by_lane.contains_key(&((lane + 1) % lanes))
+            || by_lane.contains_key(&((lane + lanes - 1) % lanes))
+        {
+            break;
+        }
+    }
+    let (&first_lane, _) = by_lane
+        .iter()
+        .find(|(lane, _)| by_lane.contains_key(&((*lane + 1) % lanes)))
+        .unwrap();
+    let (tenant, neighbour) = (by_lane[&first_lane], by_lane[&((first_lane + 1) % lanes)]);
+    let hold = |company| {
+        let db = db.clone();
+        async move {
+            let mut held = Vec::new();
+            for _ in 0..LANE_SIZE {
+                let mut tx = db.tenant_tx(company).await.unwrap();
+                backend(&mut tx).await;
+                held.push(tx);
+            }
+            held
+        }
+    };
+    // The tenant's home and the next lane busy: its transaction goes further on.
+    let home = hold(tenant).await;
+    let next = hold(neighbour).await;
+    let mut away = db.tenant_tx(tenant).await.unwrap();
+    let met = backend(&mut away).await;
+    away.commit().await.unwrap();
+    // The next lane free again, home still busy: back to the lane that served it, not
+    // to the first free one.
+    for tx in next {
+        tx.commit().await.unwrap();
+    }
+    let mut again = db.tenant_tx(tenant).await.unwrap();
+    assert_eq!(backend(&mut again).await, met);
+    again.commit().await.unwrap();
+    for tx in home {
+        tx.commit().await.unwrap();
+    }
+}
