@@ -13,6 +13,18 @@ async fn backend(tx: &mut TenantTx) -> i32 {
     tx.query("SELECT pg_backend_pid()", &[]).await.unwrap()[0].get(0)
 }
 
+/// `company`'s transactions holding every connection of its home lane (free until now),
+/// each with the backend it runs on.
+async fn hold_home(db: &Db, company: CompanyId) -> Vec<(TenantTx, i32)> {
+    let mut held = Vec::new();
+    for _ in 0..LANE_SIZE {
+        let mut tx = db.tenant_tx(company).await.unwrap();
+        let pid = backend(&mut tx).await;
+        held.push((tx, pid));
+    }
+    held
+}
+
 #[tokio::test]
 async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
     let app = spawn_app().await;
@@ -62,12 +74,7 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
 
     // The home lane fully held: the next transaction is served by another lane, after
     // at most a brief wait at home.
-    let mut held = Vec::new();
-    for _ in 0..LANE_SIZE {
-        let mut tx = db.tenant_tx(first).await.unwrap();
-        let pid = backend(&mut tx).await;
-        held.push((tx, pid));
-    }
+    let held = hold_home(&db, first).await;
     let mut spilled = tokio::time::timeout(Duration::from_secs(10), db.tenant_tx(first))
         .await
         .expect("a free connection of another lane, not a wait for the home lane")
@@ -104,9 +111,7 @@ async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere
     // Hold every lane connection with its own company's transactions.
     let mut held = Vec::new();
     for company in by_lane.values() {
-        for _ in 0..LANE_SIZE {
-            let mut tx = db.tenant_tx(*company).await.unwrap();
-            backend(&mut tx).await;
+        for (tx, _) in hold_home(&db, *company).await {
             held.push((*company, tx));
         }
     }
@@ -163,33 +168,21 @@ async fn a_busy_tenant_returns_to_a_lane_that_has_served_it() {
         .find(|(lane, _)| by_lane.contains_key(&((*lane + 1) % lanes)))
         .unwrap();
     let (tenant, neighbour) = (by_lane[&first_lane], by_lane[&((first_lane + 1) % lanes)]);
-    let hold = |company| {
-        let db = db.clone();
-        async move {
-            let mut held = Vec::new();
-            for _ in 0..LANE_SIZE {
-                let mut tx = db.tenant_tx(company).await.unwrap();
-                backend(&mut tx).await;
-                held.push(tx);
-            }
-            held
-        }
-    };
     // The tenant's home and the next lane busy: its transaction goes further on.
-    let home = hold(tenant).await;
-    let next = hold(neighbour).await;
+    let home = hold_home(&db, tenant).await;
+    let next = hold_home(&db, neighbour).await;
     let mut away = db.tenant_tx(tenant).await.unwrap();
     let met = backend(&mut away).await;
     away.commit().await.unwrap();
     // The next lane free again, home still busy: back to the lane that served it, not
     // to the first free one.
-    for tx in next {
+    for (tx, _) in next {
         tx.commit().await.unwrap();
     }
     let mut again = db.tenant_tx(tenant).await.unwrap();
     assert_eq!(backend(&mut again).await, met);
     again.commit().await.unwrap();
-    for tx in home {
+    for (tx, _) in home {
         tx.commit().await.unwrap();
     }
 }
