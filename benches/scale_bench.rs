@@ -34,9 +34,10 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    CpuTimes, FIRST_PASS_SECS, FIXED_WARMUP_SECS, Load, SECRET, Served, WARM_REQUESTS_EACH,
-    blocks_read, env_or, fixed_rate, host_context, lane_use, mean, open_loop, percentile,
-    provision, run_wrk, run_wrk_from_cold, scalar, seed, settle, shared_buffers, with_database,
+    CpuTimes, FIRST_PASS_SECS, FIXED_WARMUP_SECS, LaneUse, Load, SECRET, Served,
+    WARM_REQUESTS_EACH, blocks_read, env_or, fixed_rate, host_context, lane_use, mean, open_loop,
+    percentile, provision, run_wrk, run_wrk_from_cold, scalar, seed, settle, shared_buffers,
+    with_database,
 };
 
 #[global_allocator]
@@ -250,13 +251,7 @@ async fn run(config: Config) {
             large.first_pass.p99_ms / small.first_pass.p99_ms
         ),
     );
-    alternated_p99(
-        &server,
-        &DatabaseWork::new(&server_db, &served),
-        &served,
-        &mut table,
-    )
-    .await;
+    alternated_p99(&server, &large.work, &served, &mut table).await;
     table.add(
         format!(
             "e. server resident memory after serving {} tenants",
@@ -328,6 +323,8 @@ struct Loads {
     fixed_rate: Load,
     /// wrk's first seconds, while the backends meet the tenants.
     first_pass: Load,
+    /// The database work alone over the same tenants, with the verdicts it remembered.
+    work: DatabaseWork,
 }
 
 /// c and d over `served`: wrk against the server, then the same SQL straight over a pool.
@@ -365,9 +362,7 @@ async fn throughput(
     // backends report their counts about once a second, so this is close, not exact.
     let reads_per_request = (blocks_read(db).await - read_before) as f64
         / (f64::from(FIXED_RATE) * (parse_duration(duration).as_secs_f64() + FIXED_WARMUP_SECS));
-    let lanes_after = lane_use(&server.url).await;
-    let away = lanes_after.1 - lanes_before.1;
-    let away_share = away / (lanes_after.0 - lanes_before.0 + away).max(1.0);
+    let lanes = lane_use(&server.url).await.since(lanes_before);
     let share = |name: &str| {
         (used.get(name).copied().unwrap_or(0.0) - before.1.get(name).copied().unwrap_or(0.0)) / wall
     };
@@ -398,7 +393,7 @@ async fn throughput(
             "{:.2} ms, {:.2} ms; {reads_per_request:.2} blocks read into shared buffers per request; {:.1}% away from their home lane",
             steady.p50_ms,
             steady.p99_ms,
-            100.0 * away_share
+            lanes.away_percent()
         ),
     );
     let schemas: Vec<SchemaName> = served
@@ -457,6 +452,7 @@ async fn throughput(
         saturated: api,
         fixed_rate: steady,
         first_pass: first,
+        work,
     }
 }
 
@@ -491,8 +487,11 @@ async fn alternated_p99(
         list_requests(served),
     );
     let span = Duration::from_secs(ALTERNATION_SECS);
-    // p99s, and transactions (at home, away) over all rounds; then the database work's p99s.
-    let (mut small, mut large) = ((Vec::new(), (0.0, 0.0)), (Vec::new(), (0.0, 0.0)));
+    // p99s, and tenant transactions over all rounds; then the database work's p99s.
+    let (mut small, mut large) = (
+        (Vec::new(), LaneUse::default()),
+        (Vec::new(), LaneUse::default()),
+    );
     let (mut small_work, mut large_work) = (Vec::new(), Vec::new());
     for round in 1..=ALTERNATIONS {
         for (side, requests) in [(&mut small, &few), (&mut large, &all)] {
@@ -508,10 +507,8 @@ async fn alternated_p99(
                 span,
             )
             .await;
-            let after = lane_use(&server.url).await;
             side.0.push(load.p99_ms);
-            side.1.0 += after.0 - before.0;
-            side.1.1 += after.1 - before.1;
+            side.1 += lane_use(&server.url).await.since(before);
         }
         for (side, tenants) in [(&mut small_work, few.len()), (&mut large_work, all.len())] {
             let label =
@@ -527,7 +524,6 @@ async fn alternated_p99(
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let away = |(home, away): (f64, f64)| 100.0 * away / (home + away).max(1.0);
     let (p99_small, p99_large) = (median(&mut small.0), median(&mut large.0));
     table.add(
         format!(
@@ -537,8 +533,8 @@ async fn alternated_p99(
         format!(
             "{p99_small:.2} ms / {p99_large:.2} ms, {:.2}; {:.1}% / {:.1}% away from their home lane",
             p99_large / p99_small,
-            away(small.1),
-            away(large.1)
+            small.1.away_percent(),
+            large.1.away_percent()
         ),
     );
     let (work_small, work_large) = (median(&mut small_work), median(&mut large_work));

@@ -345,9 +345,38 @@ pub async fn blocks_read(db: &Db) -> i64 {
     .await
 }
 
-/// The server's tenant transactions so far, (at home, away from their home lane), from its
-/// `/metrics`: one away may meet a backend that has not served its tenant yet.
-pub async fn lane_use(url: &str) -> (f64, f64) {
+/// Tenant transactions the server ran at home and away from their home lane: one away may
+/// meet a backend that has not served its tenant yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LaneUse {
+    pub home: f64,
+    pub away: f64,
+}
+
+impl LaneUse {
+    /// The transactions since `before` was read.
+    pub fn since(self, before: LaneUse) -> LaneUse {
+        LaneUse {
+            home: self.home - before.home,
+            away: self.away - before.away,
+        }
+    }
+
+    /// The share away, in percent.
+    pub fn away_percent(self) -> f64 {
+        100.0 * self.away / (self.home + self.away).max(1.0)
+    }
+}
+
+impl std::ops::AddAssign for LaneUse {
+    fn add_assign(&mut self, other: LaneUse) {
+        self.home += other.home;
+        self.away += other.away;
+    }
+}
+
+/// The server's tenant transactions so far, from its `/metrics`.
+pub async fn lane_use(url: &str) -> LaneUse {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
@@ -360,7 +389,10 @@ pub async fn lane_use(url: &str) -> (f64, f64) {
             .find_map(|l| l.strip_prefix(prefix.as_str())?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (count("home"), count("away"))
+    LaneUse {
+        home: count("home"),
+        away: count("away"),
+    }
 }
 
 /// PostgreSQL's `shared_buffers`, printed with the host: whether every tenant's hot pages
