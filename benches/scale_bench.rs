@@ -555,8 +555,9 @@ async fn alternated_p99(
 /// whether the p99 late in the run follows what the backends hold (every tenant's catalog
 /// entries and plans) or the cluster and the host at that hour.
 async fn fresh_backends_p99(db: &Db, server: &Server, served: &[Served], table: &mut Table) {
-    // The lanes' connections end every transaction with the read-only COMMIT; the
-    // server's LISTEN connection (verdict changes) and shared pool are left alone.
+    // The lanes' connections, idle after the list's read-only COMMIT, are the ones whose
+    // last statement was `COMMIT`; the server's LISTEN connection (verdict changes) is
+    // left alone, so remembered verdicts stay in force.
     let closed: i64 = scalar(
         db,
         &format!(
