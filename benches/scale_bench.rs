@@ -253,7 +253,6 @@ async fn run(config: Config) {
         ),
     );
     alternated_p99(&server, &large.work, &served, &mut table).await;
-    fresh_backends_p99(&db, &server, &served, &mut table).await;
     table.add(
         format!(
             "e. server resident memory after serving {} tenants",
@@ -269,6 +268,8 @@ async fn run(config: Config) {
         "e. all backends of the database (with the benchmark's own, which serve every tenant)",
         backend_memory(&db, None).await,
     );
+    // After the memory rows, which it would empty.
+    fresh_backends_p99(&db, &server, &served, &mut table).await;
     drop(server);
     table.add(
         "the host during the whole run",
