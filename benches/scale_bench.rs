@@ -523,10 +523,6 @@ async fn alternated_p99(
             );
         }
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
     let (p99_small, p99_large) = (median(&mut small.0), median(&mut large.0));
     table.add(
         format!(
@@ -559,25 +555,16 @@ async fn fresh_backends_p99(db: &Db, server: &Server, served: &[Served], table: 
     // The lanes' connections, idle after the list's read-only COMMIT, are the ones whose
     // last statement was `COMMIT`; the server's LISTEN connection (verdict changes) is
     // left alone, so remembered verdicts stay in force.
+    let lanes = format!(
+        "FROM pg_stat_activity WHERE application_name = '{SERVER_APP}' AND query = 'COMMIT'"
+    );
     let closed: i64 = scalar(
         db,
-        &format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = '{SERVER_APP}' AND query = 'COMMIT' AND state = 'idle'"
-        ),
+        &format!("SELECT count(pg_terminate_backend(pid)) {lanes} AND state = 'idle'"),
     )
     .await;
     let gone = tokio::time::timeout(Duration::from_secs(10), async {
-        while scalar::<i64>(
-            db,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name = '{SERVER_APP}' AND query = 'COMMIT'"
-            ),
-        )
-        .await
-            > 0
-        {
+        while scalar::<i64>(db, &format!("SELECT count(*) {lanes}")).await > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -594,13 +581,18 @@ async fn fresh_backends_p99(db: &Db, server: &Server, served: &[Served], table: 
                 .p99_ms,
         );
     }
-    p99s.sort_by(f64::total_cmp);
     table.add(
         format!(
             "c. p99 at a fixed {FIXED_RATE}/s over 10 tenants after {closed} tenant connections were opened anew, {ALTERNATIONS}× {ALTERNATION_SECS} s: median"
         ),
-        format!("{:.2} ms", p99s[p99s.len() / 2]),
+        format!("{:.2} ms", median(&mut p99s)),
     );
+}
+
+/// The middle value of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn parse_duration(text: &str) -> Duration {
