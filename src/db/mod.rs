@@ -139,11 +139,12 @@ impl LaneUse {
 struct MetAway(std::sync::Mutex<std::collections::HashSet<(CompanyId, usize)>>);
 
 impl MetAway {
-    fn has_met(&self, company: CompanyId, lane: usize) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&(company, lane))
+    /// The lanes among `lanes` that have served `company`, in that order.
+    fn lanes_met(&self, company: CompanyId, lanes: impl Iterator<Item = usize>) -> Vec<usize> {
+        let met = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lanes
+            .filter(|lane| met.contains(&(company, *lane)))
+            .collect()
     }
 
     fn meet(&self, company: CompanyId, lane: usize) {
@@ -197,14 +198,17 @@ impl Db {
     }
 
     /// A connection for `company`'s tenant work: a free one of its home lane, else a free
-    /// one of a lane that has served it before, else the next of its home lane to come
-    /// free within [`HOME_FIRST_WAIT`], else a free one of any lane, else the next of its
-    /// home lane within [`HOME_WAIT`], else the next of any lane. A backend that has not
-    /// met the tenant answers about three times slower, and a busy home lane is usually
-    /// one short transaction from free: so a lightly loaded server keeps its tenants on
-    /// backends that know them, waiting at home keeps a saturated server's backends on
-    /// their own tenants, and the bound keeps a lane that holds more busy tenants than the
-    /// others from making them wait long.
+    /// one of a lane that has served it before, else the first of those lanes (home
+    /// included) to come free within [`HOME_FIRST_WAIT`], else a free one of any lane,
+    /// else the first of those lanes within [`HOME_WAIT`], else the next of any lane. A
+    /// backend that has not met the tenant answers about three times slower, and a busy
+    /// lane is usually one short transaction from free: so a lightly loaded server keeps
+    /// its tenants on backends that know them, waiting for them keeps a saturated server's
+    /// backends on their own tenants, and the bound keeps a lane that holds more busy
+    /// tenants than the others from making them wait long. Waiting for every lane that
+    /// knows the tenant rather than its home alone matters when a few tenants are busy:
+    /// they soon have met every lane, and a lane that frees up then serves whoever waits
+    /// first instead of idling while its home tenants are served (BENCHMARKS.md).
     async fn tenant_connection(&self, company: CompanyId) -> Result<Object, DbError> {
         if self.lanes.is_empty() {
             return self.shared().await;
@@ -218,7 +222,8 @@ impl Db {
         {
             return Ok(conn);
         }
-        for lane in others().filter(|lane| self.met_away.has_met(company, *lane)) {
+        let met = self.met_away.lanes_met(company, others());
+        for &lane in &met {
             if let Some(conn) = self
                 .lane_within(company, lane, home, Duration::ZERO)
                 .await?
@@ -226,8 +231,9 @@ impl Db {
                 return Ok(conn);
             }
         }
+        let known: Vec<usize> = std::iter::once(home).chain(met).collect();
         if let Some(conn) = self
-            .lane_within(company, home, home, HOME_FIRST_WAIT)
+            .first_within(company, &known, home, HOME_FIRST_WAIT)
             .await?
         {
             return Ok(conn);
@@ -240,12 +246,44 @@ impl Db {
                 return Ok(conn);
             }
         }
-        if let Some(conn) = self.lane_within(company, home, home, HOME_WAIT).await? {
+        if let Some(conn) = self.first_within(company, &known, home, HOME_WAIT).await? {
             return Ok(conn);
         }
-        let anywhere = self.lanes.iter().map(|lane| Box::pin(lane.get()));
-        let (first, lane, _) = futures::future::select_all(anywhere).await;
-        let conn = first?;
+        let all: Vec<usize> = (0..lanes).collect();
+        self.first_of(company, &all, home).await
+    }
+
+    /// A connection of whichever of `lanes` comes free first within `wait`, for
+    /// `company` (at home in `home`).
+    async fn first_within(
+        &self,
+        company: CompanyId,
+        lanes: &[usize],
+        home: usize,
+        wait: Duration,
+    ) -> Result<Option<Object>, DbError> {
+        match lanes {
+            [lane] => self.lane_within(company, *lane, home, wait).await,
+            _ => match tokio::time::timeout(wait, self.first_of(company, lanes, home)).await {
+                Ok(conn) => conn.map(Some),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+
+    /// A connection of whichever of `lanes` comes free first. The waits that lose are
+    /// dropped; deadpool's waits are cancel-safe, so none of them keeps a connection.
+    async fn first_of(
+        &self,
+        company: CompanyId,
+        lanes: &[usize],
+        home: usize,
+    ) -> Result<Object, DbError> {
+        let gets = lanes
+            .iter()
+            .map(|&lane| Box::pin(async move { (lane, self.lanes[lane].get().await) }));
+        let ((lane, got), _, _) = futures::future::select_all(gets).await;
+        let conn = got?;
         self.took(company, lane, home);
         Ok(conn)
     }
@@ -290,6 +328,11 @@ impl Db {
     /// How many lanes this process has (none when laid out [`Layout::Shared`]).
     pub fn lane_count(&self) -> usize {
         self.lanes.len()
+    }
+
+    /// One lane's pool status (how many wait for it, among others), when it exists.
+    pub fn lane_status(&self, lane: usize) -> Option<deadpool_postgres::Status> {
+        self.lanes.get(lane).map(Pool::status)
     }
 
     /// The lane `company` is at home in, when this process has lanes.

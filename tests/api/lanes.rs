@@ -186,3 +186,82 @@ async fn a_busy_tenant_returns_to_a_lane_that_has_served_it() {
         tx.commit().await.unwrap();
     }
 }
+
+/// Every lane busy: a tenant waits for whichever of the lanes that know it comes free
+/// first — its home and a lane it spilled into before — and for no other, so that with a
+/// few busy tenants (who soon know every lane) no lane idles while they wait at home.
+#[tokio::test]
+async fn with_every_lane_busy_a_tenant_waits_for_the_lanes_that_know_it() {
+    let app = spawn_app().await;
+    let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
+    let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
+    let lanes = db.lane_count();
+    assert!(lanes >= 3, "{lanes} lanes");
+    let mut by_lane = std::collections::BTreeMap::new();
+    for n in 0.. {
+        if by_lane.len() == lanes {
+            break;
+        }
+        let c = CompanyId(app.register(&format!("Known lanes {n}")).await.company_id);
+        by_lane.entry(db.home_lane(c).unwrap()).or_insert(c);
+    }
+    let home = 0;
+    let tenant = by_lane[&home];
+    // The tenant's home busy, every other lane free: it spills into the next lane,
+    // which then knows it.
+    let held_home = hold_home(&db, tenant).await;
+    let mut spilled = db.tenant_tx(tenant).await.unwrap();
+    let met_pid = backend(&mut spilled).await;
+    spilled.commit().await.unwrap();
+    for (tx, _) in held_home {
+        tx.commit().await.unwrap();
+    }
+    // Every lane busy with its own tenants.
+    let mut held = Vec::new();
+    for (lane, company) in &by_lane {
+        for (tx, pid) in hold_home(&db, *company).await {
+            held.push((*lane, tx, pid));
+        }
+    }
+    let met = held
+        .iter()
+        .find(|(_, _, pid)| *pid == met_pid)
+        .map(|(lane, _, _)| *lane)
+        .expect("the lane that served the spill is held");
+    assert_ne!(met, home);
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.tenant_tx(tenant).await.unwrap();
+            let pid = backend(&mut tx).await;
+            tx.commit().await.unwrap();
+            pid
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while db.lane_status(met).unwrap().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the tenant waits for the lane that knows it");
+    for lane in (0..lanes).filter(|lane| *lane != home && *lane != met) {
+        assert_eq!(
+            db.lane_status(lane).unwrap().waiting,
+            0,
+            "lane {lane} has never served the tenant"
+        );
+    }
+    // That lane frees first: it serves the tenant; home is still busy.
+    let index = held.iter().position(|(lane, _, _)| *lane == met).unwrap();
+    let (_, freed, _) = held.remove(index);
+    freed.commit().await.unwrap();
+    let pid = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served by the lane that knows it")
+        .unwrap();
+    assert_eq!(pid, met_pid);
+    for (_, tx, _) in held {
+        tx.commit().await.unwrap();
+    }
+}
