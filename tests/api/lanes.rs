@@ -7,7 +7,7 @@ use std::time::Duration;
 use estate::db::tenancy::{CompanyId, TenantTx};
 use estate::db::{Db, LANE_SIZE, Layout};
 
-use crate::helpers::{config_with, spawn_app};
+use crate::helpers::{TestApp, config_with, spawn_app};
 
 async fn backend(tx: &mut TenantTx) -> i32 {
     tx.query("SELECT pg_backend_pid()", &[]).await.unwrap()[0].get(0)
@@ -25,11 +25,46 @@ async fn hold_home(db: &Db, company: CompanyId) -> Vec<(TenantTx, i32)> {
     held
 }
 
-#[tokio::test]
-async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
+/// An app, and a handle on its database laid out as the server's: a pool of 8, so six
+/// lanes of one connection.
+async fn app_with_lanes() -> (TestApp, Db) {
     let app = spawn_app().await;
     let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
     let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
+    (app, db)
+}
+
+/// A company at home in each of `db`'s lanes, registered as `label n`.
+async fn company_in_every_lane(
+    app: &TestApp,
+    db: &Db,
+    label: &str,
+) -> std::collections::BTreeMap<usize, CompanyId> {
+    let mut by_lane = std::collections::BTreeMap::new();
+    for n in 0.. {
+        if by_lane.len() == db.lane_count() {
+            break;
+        }
+        let c = CompanyId(app.register(&format!("{label} {n}")).await.company_id);
+        by_lane.entry(db.home_lane(c).unwrap()).or_insert(c);
+    }
+    by_lane
+}
+
+/// `company`'s next transaction, in a task of its own: answers its backend.
+fn spawn_transaction(db: &Db, company: CompanyId) -> tokio::task::JoinHandle<i32> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let mut tx = db.tenant_tx(company).await.unwrap();
+        let pid = backend(&mut tx).await;
+        tx.commit().await.unwrap();
+        pid
+    })
+}
+
+#[tokio::test]
+async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
+    let (app, db) = app_with_lanes().await;
     // Two companies at home in different lanes.
     let first = CompanyId(app.register("Lane one").await.company_id);
     let home = db.home_lane(first).expect("the server layout has lanes");
@@ -95,18 +130,8 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
 /// the first connection any lane frees — here one of another lane's.
 #[tokio::test]
 async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere() {
-    let app = spawn_app().await;
-    let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
-    let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
-    // A company at home in each lane.
-    let mut by_lane = std::collections::BTreeMap::new();
-    for n in 0.. {
-        if by_lane.len() == db.lane_count() {
-            break;
-        }
-        let c = CompanyId(app.register(&format!("Busy lanes {n}")).await.company_id);
-        by_lane.entry(db.home_lane(c).unwrap()).or_insert(c);
-    }
+    let (app, db) = app_with_lanes().await;
+    let by_lane = company_in_every_lane(&app, &db, "Busy lanes").await;
     let waiting_company = by_lane[&0];
     // Hold every lane connection with its own company's transactions.
     let mut held = Vec::new();
@@ -115,15 +140,7 @@ async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere
             held.push((*company, tx));
         }
     }
-    let waiting = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let mut tx = db.tenant_tx(waiting_company).await.unwrap();
-            let pid = backend(&mut tx).await;
-            tx.commit().await.unwrap();
-            pid
-        }
-    });
+    let waiting = spawn_transaction(&db, waiting_company);
     // Free one connection of another lane; the home lane stays busy.
     let index = held
         .iter()
@@ -146,9 +163,7 @@ async fn with_every_lane_busy_a_tenant_takes_the_first_connection_freed_anywhere
 /// before, rather than wait at home or meet a backend that does not know it.
 #[tokio::test]
 async fn a_busy_tenant_returns_to_a_lane_that_has_served_it() {
-    let app = spawn_app().await;
-    let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
-    let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
+    let (app, db) = app_with_lanes().await;
     let lanes = db.lane_count();
     assert!(lanes >= 3, "{lanes} lanes");
     // A company at home in some lane, and one at home in the lane after it.
@@ -192,19 +207,10 @@ async fn a_busy_tenant_returns_to_a_lane_that_has_served_it() {
 /// few busy tenants (who soon know every lane) no lane idles while they wait at home.
 #[tokio::test]
 async fn with_every_lane_busy_a_tenant_waits_for_the_lanes_that_know_it() {
-    let app = spawn_app().await;
-    let config = config_with(&app.database.name, &[("DATABASE_POOL_SIZE", "8")]);
-    let db = Db::connect_with(&config, Vec::new(), Layout::TenantLanes).unwrap();
+    let (app, db) = app_with_lanes().await;
     let lanes = db.lane_count();
     assert!(lanes >= 3, "{lanes} lanes");
-    let mut by_lane = std::collections::BTreeMap::new();
-    for n in 0.. {
-        if by_lane.len() == lanes {
-            break;
-        }
-        let c = CompanyId(app.register(&format!("Known lanes {n}")).await.company_id);
-        by_lane.entry(db.home_lane(c).unwrap()).or_insert(c);
-    }
+    let by_lane = company_in_every_lane(&app, &db, "Known lanes").await;
     let home = 0;
     let tenant = by_lane[&home];
     // The tenant's home busy, every other lane free: it spills into the next lane,
@@ -229,15 +235,7 @@ async fn with_every_lane_busy_a_tenant_waits_for_the_lanes_that_know_it() {
         .map(|(lane, _, _)| *lane)
         .expect("the lane that served the spill is held");
     assert_ne!(met, home);
-    let waiting = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let mut tx = db.tenant_tx(tenant).await.unwrap();
-            let pid = backend(&mut tx).await;
-            tx.commit().await.unwrap();
-            pid
-        }
-    });
+    let waiting = spawn_transaction(&db, tenant);
     tokio::time::timeout(Duration::from_secs(10), async {
         while db.lane_status(met).unwrap().waiting == 0 {
             tokio::task::yield_now().await;
