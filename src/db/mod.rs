@@ -76,16 +76,17 @@ pub enum Layout {
 /// meets (its catalog caches and per-tenant statements); measured in BENCHMARKS.md.
 pub const LANE_SIZE: usize = 1;
 
-/// How long a tenant transaction first waits for its home lane when that lane is busy
-/// and no free lane has served the tenant before, before it takes a free connection of
-/// any other lane. A busy lane is usually one short transaction from free, and a backend
+/// How long a tenant transaction first waits for its home lane, or whichever lane that
+/// has served the tenant before frees first, when all of them are busy, before it takes a
+/// free connection of any other lane. A busy lane is usually one short transaction from free, and a backend
 /// that has not served the tenant yet answers about three times slower; waiting 2 ms took
 /// the share of transactions served away from home at 1,000 requests/s from 1.4–3.3% to
 /// 0.0–0.7% (BENCHMARKS.md).
 pub const HOME_FIRST_WAIT: Duration = Duration::from_millis(2);
 
-/// How long a tenant transaction waits for its home lane when every connection is busy,
-/// before it takes the first connection of any lane.
+/// How long a tenant transaction waits for its home lane, or whichever lane that has
+/// served the tenant before frees first, when every connection is busy, before it takes
+/// the first connection of any lane.
 pub const HOME_WAIT: Duration = Duration::from_millis(25);
 
 /// The pools plus the naming rules for tenant schemas and roles.
