@@ -390,13 +390,14 @@ async fn throughput(
     );
     table.add(
         format!(
-            "c. API at a fixed {FIXED_RATE} requests/s over {n} tenants: p50, p99; reads; away"
+            "c. API at a fixed {FIXED_RATE} requests/s over {n} tenants: p50, p99; reads; away, waited"
         ),
         format!(
-            "{:.2} ms, {:.2} ms; {reads_per_request:.2} blocks read into shared buffers per request; {:.1}% away from their home lane",
+            "{:.2} ms, {:.2} ms; {reads_per_request:.2} blocks read into shared buffers per request; {:.1}% away from their home lane, {:.1}% waited for a busy lane",
             steady.p50_ms,
             steady.p99_ms,
-            lanes.away_percent()
+            lanes.away_percent(),
+            lanes.waited_percent()
         ),
     );
     let schemas: Vec<SchemaName> = served
@@ -526,14 +527,16 @@ async fn alternated_p99(
     let (p99_small, p99_large) = (median(&mut small.0), median(&mut large.0));
     table.add(
         format!(
-            "c. p99 at a fixed {FIXED_RATE}/s, 10 and {} tenants alternated {ALTERNATIONS}× ({ALTERNATION_SECS} s each): medians, ratio; away",
+            "c. p99 at a fixed {FIXED_RATE}/s, 10 and {} tenants alternated {ALTERNATIONS}× ({ALTERNATION_SECS} s each): medians, ratio; away; waited",
             all.len()
         ),
         format!(
-            "{p99_small:.2} ms / {p99_large:.2} ms, {:.2}; {:.1}% / {:.1}% away from their home lane",
+            "{p99_small:.2} ms / {p99_large:.2} ms, {:.2}; {:.1}% / {:.1}% away from their home lane; {:.1}% / {:.1}% waited for a busy lane",
             p99_large / p99_small,
             small.1.away_percent(),
-            large.1.away_percent()
+            large.1.away_percent(),
+            small.1.waited_percent(),
+            large.1.waited_percent()
         ),
     );
     let (work_small, work_large) = (median(&mut small_work), median(&mut large_work));

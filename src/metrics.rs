@@ -81,6 +81,7 @@ impl Metrics {
     pub async fn render(&self, db: &Db) -> String {
         let pool = db.pool_status();
         let (home, away) = db.lane_use().counts();
+        let waited = db.lane_use().waited();
         let jobs = async {
             db.shared()
                 .await
@@ -105,6 +106,7 @@ impl Metrics {
             gauge!("db_pool_waiting").set(pool.waiting as f64);
             counter!("db_tenant_transactions_total", "lane" => "home").absolute(home);
             counter!("db_tenant_transactions_total", "lane" => "away").absolute(away);
+            counter!("db_tenant_transactions_waited_total").absolute(waited);
             if let Some(row) = &jobs {
                 for (i, state) in ["pending", "relayed", "done", "dead"].iter().enumerate() {
                     gauge!("jobs", "state" => *state).set(row.get::<_, i64>(i) as f64);

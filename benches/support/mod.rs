@@ -360,12 +360,14 @@ pub async fn blocks_read(db: &Db) -> i64 {
     .await
 }
 
-/// Tenant transactions the server ran at home and away from their home lane: one away may
-/// meet a backend that has not served its tenant yet.
+/// Tenant transactions the server ran at home and away from their home lane (one away may
+/// meet a backend that has not served its tenant yet), and those that first waited for a
+/// busy lane that knew their tenant (`db::HOME_FIRST_WAIT`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LaneUse {
     pub home: f64,
     pub away: f64,
+    pub waited: f64,
 }
 
 impl LaneUse {
@@ -374,6 +376,7 @@ impl LaneUse {
         LaneUse {
             home: self.home - before.home,
             away: self.away - before.away,
+            waited: self.waited - before.waited,
         }
     }
 
@@ -381,12 +384,18 @@ impl LaneUse {
     pub fn away_percent(self) -> f64 {
         100.0 * self.away / (self.home + self.away).max(1.0)
     }
+
+    /// The share that waited for a busy lane, in percent.
+    pub fn waited_percent(self) -> f64 {
+        100.0 * self.waited / (self.home + self.away).max(1.0)
+    }
 }
 
 impl std::ops::AddAssign for LaneUse {
     fn add_assign(&mut self, other: LaneUse) {
         self.home += other.home;
         self.away += other.away;
+        self.waited += other.waited;
     }
 }
 
@@ -398,15 +407,17 @@ pub async fn lane_use(url: &str) -> LaneUse {
         .text()
         .await
         .unwrap();
-    let count = |lane: &str| {
-        let prefix = format!("db_tenant_transactions_total{{lane=\"{lane}\"}} ");
+    let value = |series: &str| {
+        let prefix = format!("{series} ");
         text.lines()
             .find_map(|l| l.strip_prefix(prefix.as_str())?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    let count = |lane: &str| value(&format!("db_tenant_transactions_total{{lane=\"{lane}\"}}"));
     LaneUse {
         home: count("home"),
         away: count("away"),
+        waited: value("db_tenant_transactions_waited_total"),
     }
 }
 

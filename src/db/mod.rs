@@ -111,10 +111,15 @@ pub struct Db {
 /// transaction away from its home lane may meet a backend that has not served its tenant
 /// yet and first loads the tenant's catalog entries (BENCHMARKS.md): the share away is
 /// the figure to watch when tuning [`HOME_FIRST_WAIT`] and the pool size.
+///
+/// Also counted: transactions that found neither their home lane nor any lane that had
+/// served them free, and so waited (up to [`HOME_FIRST_WAIT`]) before spilling. Over many
+/// tenants a tenant knows few lanes, so this is where a busy lane shows in the tail.
 #[derive(Debug, Default)]
 pub struct LaneUse {
     home: AtomicU64,
     away: AtomicU64,
+    waited: AtomicU64,
 }
 
 impl LaneUse {
@@ -124,6 +129,11 @@ impl LaneUse {
             self.home.load(Ordering::Relaxed),
             self.away.load(Ordering::Relaxed),
         )
+    }
+
+    /// Transactions that waited for a busy lane that knew their tenant, so far.
+    pub fn waited(&self) -> u64 {
+        self.waited.load(Ordering::Relaxed)
     }
 
     fn record(&self, lane: usize, home: usize) {
@@ -233,6 +243,7 @@ impl Db {
             }
         }
         let known: Vec<usize> = std::iter::once(home).chain(met).collect();
+        self.lane_use.waited.fetch_add(1, Ordering::Relaxed);
         if let Some(conn) = self
             .first_within(company, &known, home, HOME_FIRST_WAIT)
             .await?

@@ -106,6 +106,11 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
         (12, 0),
         "one at a time, all at home"
     );
+    assert_eq!(
+        db.lane_use().waited(),
+        0,
+        "a free home lane is taken at once"
+    );
 
     // The home lane fully held: the next transaction is served by another lane, after
     // at most a brief wait at home.
@@ -121,6 +126,11 @@ async fn a_tenant_stays_in_its_lane_until_the_lane_is_busy() {
     assert_eq!(schema, db.naming().tenant(first).schema.as_str());
     spilled.commit().await.unwrap();
     assert_eq!(db.lane_use().counts(), (12 + LANE_SIZE as u64, 1));
+    assert_eq!(
+        db.lane_use().waited(),
+        1,
+        "no other lane knew the tenant: it waited at home first"
+    );
     for (tx, _) in held {
         tx.commit().await.unwrap();
     }
